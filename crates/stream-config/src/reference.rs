@@ -1,0 +1,68 @@
+//! Property reference tables generated from the descriptors, so docs follow the code.
+
+use crate::field::{Properties, PropertyDescriptor, PropertyKind};
+use crate::key;
+use crate::stream::{BindingProperties, StreamProperties};
+
+/// Renders a Markdown table (key, type, default, description) of `descriptors` under `prefix`,
+/// nested properties flattened.
+///
+/// ```
+/// use stream_config::{ConsumerProperties, Properties, reference_markdown};
+/// let md = reference_markdown("Consumer", "spring.cloud.stream.bindings.<name>.consumer", &ConsumerProperties::descriptors());
+/// assert!(md.contains("| `spring.cloud.stream.bindings.<name>.consumer.max-attempts` | an integer (u32) | `3` |"));
+/// ```
+pub fn reference_markdown(title: &str, prefix: &str, descriptors: &[PropertyDescriptor]) -> String {
+    let mut out =
+        format!("## {title}\n\n| Key | Type | Default | Description |\n|---|---|---|---|\n");
+    rows(&mut out, prefix, descriptors);
+    out
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn rows(out: &mut String, prefix: &str, descriptors: &[PropertyDescriptor]) {
+    for d in descriptors {
+        let k = key::join(prefix, &d.name);
+        match d.kind {
+            PropertyKind::Nested(f) => rows(out, &k, &f()),
+            kind => {
+                let shown = if matches!(kind, PropertyKind::Map) {
+                    format!("{k}.<key>")
+                } else {
+                    k
+                };
+                let default = if d.default.is_empty() {
+                    String::new()
+                } else {
+                    format!("`{}`", cell(&d.default))
+                };
+                out.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    cell(&shown),
+                    cell(&d.type_name),
+                    default,
+                    cell(&d.description)
+                ));
+            }
+        }
+    }
+}
+
+/// The reference of Spring Cloud Stream's common properties (global, binding, consumer, producer).
+pub fn stream_reference_markdown() -> String {
+    let mut out = reference_markdown(
+        "Global properties",
+        "spring.cloud.stream",
+        &StreamProperties::descriptors(),
+    );
+    out.push('\n');
+    out.push_str(&reference_markdown(
+        "Binding properties (also under `spring.cloud.stream.default`)",
+        "spring.cloud.stream.bindings.<name>",
+        &BindingProperties::descriptors(),
+    ));
+    out
+}
