@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+pub mod app;
+pub mod binder;
+pub mod convert;
+pub mod error;
+pub mod errors;
+pub mod expression;
+pub mod function;
+pub mod memory;
+pub mod message;
+pub mod partition;
+pub mod retry;
+
+pub use app::{PollableConsumer, StreamApp, StreamAppBuilder, StreamBridge, StreamError};
+pub use error::{BinderError, BoxError, ConversionError, FunctionError, SpecialOutcome};
+pub use message::{AckMode, Acknowledger, Acknowledgment, HeaderValue, Headers, Message};
+pub use stream_config;

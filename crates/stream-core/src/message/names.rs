@@ -1,0 +1,26 @@
+//! Header names with a meaning to the framework, spelled as Spring spells them on the wire.
+
+/// Content type of the payload (`contentType`).
+pub const CONTENT_TYPE: &str = "contentType";
+/// Partition chosen by the producer (`scst_partition`).
+pub const PARTITION: &str = "scst_partition";
+/// A partition forced by the user; wins over the computed one and is removed (`scst_partitionOverride`).
+pub const PARTITION_OVERRIDE: &str = "scst_partitionOverride";
+/// Attempt number of the current delivery, starting at 1 (`deliveryAttempt`). Never sent.
+pub const DELIVERY_ATTEMPT: &str = "deliveryAttempt";
+/// Routes a function's output to another destination (`spring.cloud.stream.sendto.destination`).
+pub const SENDTO_DESTINATION: &str = "spring.cloud.stream.sendto.destination";
+/// Message id (`id`), mapped to the broker's message id where it has one.
+pub const ID: &str = "id";
+/// Creation time in epoch milliseconds (`timestamp`).
+pub const TIMESTAMP: &str = "timestamp";
+/// Raw inbound message placeholder name used by Spring (`sourceData`); never sent.
+pub const SOURCE_DATA: &str = "sourceData";
+
+/// Headers the framework uses internally and never maps to an outbound broker message.
+pub const INTERNAL: &[&str] = &[PARTITION, SOURCE_DATA, DELIVERY_ATTEMPT, SENDTO_DESTINATION];
+
+/// Whether a header is internal to the framework (see [`INTERNAL`]).
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL.contains(&name)
+}
