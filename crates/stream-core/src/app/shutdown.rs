@@ -1,0 +1,167 @@
+//! Suppliers' pollers, signals and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stream_config::BindingProperties;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::output::OutputBinding;
+use super::{StreamApp, StreamError};
+use crate::function::ErasedFunction;
+
+/// Polls a supplier every `poller.fixed-delay` (after `poller.initial-delay`), up to
+/// `poller.max-messages-per-poll` messages per poll, until `stop` turns true.
+pub(crate) fn spawn_supplier(
+    name: String,
+    supplier: ErasedFunction,
+    output: Arc<OutputBinding>,
+    props: &BindingProperties,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, StreamError> {
+    let poller = &props.producer.poller;
+    if let Some(cron) = &poller.cron {
+        return Err(StreamError::InvalidBinding {
+            binding: output.binding.clone(),
+            reason: format!(
+                "`poller.cron` (`{cron}`) is not supported yet; use `poller.fixed-delay`"
+            ),
+        });
+    }
+    let initial = poller.initial_delay;
+    let delay = poller.fixed_delay;
+    let per_poll = poller.max_messages_per_poll.max(1);
+    let ctx = output.conversion.clone();
+    let span = tracing::info_span!("stream.supplier", supplier = %name, binding = %output.binding);
+    Ok(tokio::spawn(
+        async move {
+            if !pause(&mut stop, initial).await {
+                return;
+            }
+            loop {
+                for _ in 0..per_poll {
+                    match supplier.call(None, &ctx, &ctx).await {
+                        Ok(Some(message)) => {
+                            if let Err(e) = output.send(message).await {
+                                tracing::error!(error = %e, "supplier output could not be sent");
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "supplier failed");
+                            break;
+                        }
+                    }
+                }
+                if !pause(&mut stop, delay).await {
+                    return;
+                }
+            }
+        }
+        .instrument(span),
+    ))
+}
+
+/// Sleeps; false when stopped meanwhile.
+async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    !stopped && !*stop.borrow()
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub(crate) async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => if let Err(e) = r {
+                        tracing::error!(error = %e, "cannot listen for SIGINT");
+                    },
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; waiting for SIGINT only");
+                if let Err(e) = tokio::signal::ctrl_c().await {
+                    tracing::error!(error = %e, "cannot listen for SIGINT");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "cannot listen for SIGINT");
+    }
+}
+
+pub(crate) async fn graceful(app: StreamApp) -> Result<(), StreamError> {
+    let timeout = app.shutdown_timeout;
+    let mut problems = Vec::new();
+    app.supplier_stop.send_replace(true);
+    for s in app.suppliers {
+        if let Err(e) = s.await {
+            problems.push(format!("supplier task: {e}"));
+        }
+    }
+    tracing::info!(
+        consumers = app.consumers.len(),
+        ?timeout,
+        "stopping consumers; in-flight messages settle first"
+    );
+    for binding in &app.consumers {
+        match tokio::time::timeout(timeout, binding.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("binding `{}`: {e}", binding.name())),
+            Err(_) => problems.push(format!(
+                "binding `{}` did not settle its in-flight messages within {timeout:?}",
+                binding.name()
+            )),
+        }
+    }
+    for (name, p) in &app.pollables {
+        if let Err(e) = p.close().await {
+            problems.push(format!("pollable `{name}`: {e}"));
+        }
+    }
+    let mut producers: Vec<Arc<OutputBinding>> = app.outputs.values().cloned().collect();
+    producers.extend(app.bridge.dynamic.lock().await.drain());
+    for output in producers {
+        let flushed = tokio::time::timeout(timeout, async {
+            output.producer.flush().await?;
+            output.producer.close().await
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("producer `{}`: {e}", output.binding)),
+            Err(_) => problems.push(format!(
+                "producer `{}` did not flush within {timeout:?}",
+                output.binding
+            )),
+        }
+    }
+    for (name, binder) in app.shared.binders.all().await {
+        if let Err(e) = binder.close().await {
+            problems.push(format!("binder `{name}`: {e}"));
+        }
+    }
+    if problems.is_empty() {
+        tracing::info!("shutdown complete");
+        Ok(())
+    } else {
+        for p in &problems {
+            tracing::error!("{p}");
+        }
+        Err(StreamError::Shutdown(problems.join("; ")))
+    }
+}

@@ -1,0 +1,464 @@
+//! Functions: typed consumers, functions and suppliers registered by name, and their
+//! composition.
+
+mod definition;
+mod io;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+pub use definition::{DefinitionError, FunctionDefinition};
+pub use io::{ConversionContext, FunctionInput, FunctionOutput};
+
+use crate::error::FunctionError;
+use crate::message::{Headers, Message, names};
+
+/// The shape of a registered (or composed) function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FunctionKind {
+    /// Takes an input and produces an output (`<name>-in-0` and `<name>-out-0`).
+    Function,
+    /// Takes an input only (`<name>-in-0`).
+    Consumer,
+    /// Produces outputs when polled (`<name>-out-0`).
+    Supplier,
+}
+
+impl FunctionKind {
+    /// Whether the function has an input binding.
+    pub fn has_input(self) -> bool {
+        !matches!(self, FunctionKind::Supplier)
+    }
+
+    /// Whether the function has an output binding.
+    pub fn has_output(self) -> bool {
+        !matches!(self, FunctionKind::Consumer)
+    }
+}
+
+type Invoke = dyn Fn(
+        Option<Message<Bytes>>,
+        &ConversionContext,
+        &ConversionContext,
+    ) -> BoxFuture<'static, Result<Option<Message<Bytes>>, FunctionError>>
+    + Send
+    + Sync;
+
+/// A type-erased function: message in (none for suppliers), message out (none for consumers or
+/// when the function produced nothing).
+#[derive(Clone)]
+pub struct ErasedFunction {
+    kind: FunctionKind,
+    invoke: Arc<Invoke>,
+}
+
+impl fmt::Debug for ErasedFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErasedFunction")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers an input gives to the output of a function that returns a plain value: every header
+/// except those describing the input message itself.
+fn propagated(headers: &Headers) -> Headers {
+    let mut out = headers.clone();
+    out.retain(|k, _| {
+        !names::is_internal(k)
+            && k != names::CONTENT_TYPE
+            && k != names::ID
+            && k != names::TIMESTAMP
+            && k != names::PARTITION_OVERRIDE
+    });
+    out
+}
+
+impl ErasedFunction {
+    /// The function's shape.
+    pub fn kind(&self) -> FunctionKind {
+        self.kind
+    }
+
+    /// Invokes the function. `input_ctx` converts the input, `output_ctx` the output.
+    pub fn call(
+        &self,
+        input: Option<Message<Bytes>>,
+        input_ctx: &ConversionContext,
+        output_ctx: &ConversionContext,
+    ) -> BoxFuture<'static, Result<Option<Message<Bytes>>, FunctionError>> {
+        (self.invoke)(input, input_ctx, output_ctx)
+    }
+
+    fn function<I, O, E, F, Fut>(f: F) -> Self
+    where
+        I: FunctionInput,
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        Self {
+            kind: FunctionKind::Function,
+            invoke: Arc::new(move |input, in_ctx, out_ctx| {
+                let f = Arc::clone(&f);
+                let out_ctx = out_ctx.clone();
+                let prepared = input
+                    .ok_or_else(|| FunctionError::msg("function invoked without an input"))
+                    .and_then(|m| {
+                        let headers = propagated(m.headers());
+                        I::from_message(m, in_ctx)
+                            .map(|i| (i, headers))
+                            .map_err(FunctionError::new)
+                    });
+                Box::pin(async move {
+                    let (input, headers) = prepared?;
+                    let output = f(input).await.map_err(Into::into)?;
+                    let message = output.into_message(&out_ctx).map_err(FunctionError::new)?;
+                    Ok(message.map(|mut m| {
+                        for (k, v) in headers {
+                            if !m.headers().contains(&k) {
+                                m.headers_mut().insert(k, v);
+                            }
+                        }
+                        m
+                    }))
+                })
+            }),
+        }
+    }
+
+    fn consumer<I, E, F, Fut>(f: F) -> Self
+    where
+        I: FunctionInput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        Self {
+            kind: FunctionKind::Consumer,
+            invoke: Arc::new(move |input, in_ctx, _| {
+                let f = Arc::clone(&f);
+                let prepared = input
+                    .ok_or_else(|| FunctionError::msg("consumer invoked without an input"))
+                    .and_then(|m| I::from_message(m, in_ctx).map_err(FunctionError::new));
+                Box::pin(async move {
+                    f(prepared?).await.map_err(Into::into)?;
+                    Ok(None)
+                })
+            }),
+        }
+    }
+
+    fn supplier<O, E, F, Fut>(f: F) -> Self
+    where
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        Self {
+            kind: FunctionKind::Supplier,
+            invoke: Arc::new(move |_, _, out_ctx| {
+                let f = Arc::clone(&f);
+                let out_ctx = out_ctx.clone();
+                Box::pin(async move {
+                    let output = f().await.map_err(Into::into)?;
+                    output.into_message(&out_ctx).map_err(FunctionError::new)
+                })
+            }),
+        }
+    }
+
+    /// Composes `self | next`: the output of `self` (as a message) becomes the input of `next`.
+    fn then(self, next: ErasedFunction) -> Result<ErasedFunction, String> {
+        let kind = match (self.kind, next.kind) {
+            (FunctionKind::Consumer, _) => {
+                return Err("a consumer can only be the last part of a composition".into());
+            }
+            (_, FunctionKind::Supplier) => {
+                return Err("a supplier can only be the first part of a composition".into());
+            }
+            (FunctionKind::Supplier, FunctionKind::Function) => FunctionKind::Supplier,
+            (FunctionKind::Supplier, FunctionKind::Consumer) => {
+                return Err("a supplier composed with a consumer has no binding left".into());
+            }
+            (FunctionKind::Function, k) => k,
+        };
+        let first = self.invoke;
+        let second = next.invoke;
+        Ok(ErasedFunction {
+            kind,
+            invoke: Arc::new(move |input, in_ctx, out_ctx| {
+                // Between parts, payloads travel as JSON unless a part says otherwise.
+                let mid = ConversionContext {
+                    conversion: Arc::clone(&in_ctx.conversion),
+                    content_type: crate::convert::DEFAULT_CONTENT_TYPE.to_owned(),
+                    native: false,
+                };
+                let first_fut = first(input, in_ctx, &mid);
+                let second = Arc::clone(&second);
+                let out_ctx = out_ctx.clone();
+                Box::pin(async move {
+                    match first_fut.await? {
+                        Some(m) => second(Some(m), &mid, &out_ctx).await,
+                        None => Ok(None),
+                    }
+                })
+            }),
+        })
+    }
+}
+
+/// Functions registered by name.
+///
+/// ```
+/// use stream_core::function::{ConversionContext, FunctionCatalog, FunctionDefinition, FunctionKind};
+/// use stream_core::{FunctionError, Message};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut catalog = FunctionCatalog::new();
+/// catalog.function("uppercase", |s: String| async move { Ok::<_, FunctionError>(s.to_uppercase()) });
+/// catalog.function("exclaim", |s: String| async move { Ok::<_, FunctionError>(format!("{s}!")) });
+/// let def = FunctionDefinition::parse("uppercase|exclaim").unwrap();
+/// let f = catalog.resolve(&def).unwrap();
+/// assert_eq!(f.kind(), FunctionKind::Function);
+/// let ctx = ConversionContext::new("text/plain");
+/// let out = f.call(Some(Message::bytes("hi")), &ctx, &ctx).await.unwrap().unwrap();
+/// assert_eq!(&out.payload()[..], b"HI!");
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct FunctionCatalog {
+    functions: BTreeMap<String, ErasedFunction>,
+}
+
+impl fmt::Debug for FunctionCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.functions.iter().map(|(k, v)| (k, v.kind)))
+            .finish()
+    }
+}
+
+/// A definition naming a function that is not registered, or composing incompatible shapes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No function with that name.
+    #[error(
+        "function `{name}` in `spring.cloud.function.definition` is not registered; registered: {known}"
+    )]
+    Unknown {
+        /// The missing name.
+        name: String,
+        /// Registered names, comma-separated.
+        known: String,
+    },
+    /// The composition is not valid.
+    #[error("cannot compose `{definition}`: {reason}")]
+    Composition {
+        /// The composition.
+        definition: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl FunctionCatalog {
+    /// An empty catalog.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a function `I -> O` (bindings `<name>-in-0`, `<name>-out-0`).
+    pub fn function<I, O, E, F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        I: FunctionInput,
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        self.functions
+            .insert(name.into(), ErasedFunction::function(f));
+        self
+    }
+
+    /// Registers a consumer of `I` (binding `<name>-in-0`).
+    pub fn consumer<I, E, F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        I: FunctionInput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.functions
+            .insert(name.into(), ErasedFunction::consumer(f));
+        self
+    }
+
+    /// Registers a supplier of `O` (binding `<name>-out-0`), polled per `poller.*`.
+    pub fn supplier<O, E, F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        self.functions
+            .insert(name.into(), ErasedFunction::supplier(f));
+        self
+    }
+
+    /// Registered names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.functions.keys().map(String::as_str)
+    }
+
+    /// Number of registered functions.
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
+    /// Resolves a definition (a single function or a composition) to one callable function.
+    pub fn resolve(&self, definition: &FunctionDefinition) -> Result<ErasedFunction, ResolveError> {
+        let mut parts = definition.parts().iter().map(|name| {
+            self.functions
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ResolveError::Unknown {
+                    name: name.clone(),
+                    known: self.names().collect::<Vec<_>>().join(", "),
+                })
+        });
+        let first = parts.next().ok_or_else(|| ResolveError::Composition {
+            definition: definition.name().to_owned(),
+            reason: "empty".to_owned(),
+        })??;
+        parts.try_fold(first, |acc, next| {
+            acc.then(next?).map_err(|reason| ResolveError::Composition {
+                definition: definition.name().to_owned(),
+                reason,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ConversionContext {
+        ConversionContext::new("application/json")
+    }
+
+    #[tokio::test]
+    async fn composition_of_function_and_consumer_is_a_consumer() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let mut c = FunctionCatalog::new();
+        c.function("up", |s: String| async move {
+            Ok::<_, FunctionError>(s.to_uppercase())
+        });
+        c.consumer("log", move |s: String| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock()
+                    .map_err(|_| FunctionError::msg("poisoned"))?
+                    .push(s);
+                Ok::<_, FunctionError>(())
+            }
+        });
+        let f = c
+            .resolve(&FunctionDefinition::parse("up|log").unwrap())
+            .unwrap();
+        assert_eq!(f.kind(), FunctionKind::Consumer);
+        let out = f
+            .call(Some(Message::bytes("abc")), &ctx(), &ctx())
+            .await
+            .unwrap();
+        assert!(out.is_none());
+        assert_eq!(*seen.lock().unwrap(), vec!["ABC".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn supplier_then_function_is_a_supplier() {
+        let mut c = FunctionCatalog::new();
+        c.supplier("tick", || async { Ok::<_, FunctionError>("t".to_owned()) });
+        c.function("up", |s: String| async move {
+            Ok::<_, FunctionError>(s.to_uppercase())
+        });
+        let f = c
+            .resolve(&FunctionDefinition::parse("tick|up").unwrap())
+            .unwrap();
+        assert_eq!(f.kind(), FunctionKind::Supplier);
+        let out = f.call(None, &ctx(), &ctx()).await.unwrap().unwrap();
+        assert_eq!(&out.payload()[..], b"T");
+    }
+
+    #[test]
+    fn invalid_compositions_and_unknown_names_are_errors() {
+        let mut c = FunctionCatalog::new();
+        c.consumer("log", |_: String| async { Ok::<_, FunctionError>(()) });
+        c.supplier("tick", || async { Ok::<_, FunctionError>(1) });
+        let err = c
+            .resolve(&FunctionDefinition::parse("log|tick").unwrap())
+            .unwrap_err();
+        assert!(matches!(err, ResolveError::Composition { .. }), "{err}");
+        let err = c
+            .resolve(&FunctionDefinition::parse("nope").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("`nope`"), "{err}");
+        assert!(err.to_string().contains("log, tick"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn input_headers_propagate_to_plain_outputs_but_not_internal_ones() {
+        let mut c = FunctionCatalog::new();
+        c.function("id", |s: String| async move { Ok::<_, FunctionError>(s) });
+        let f = c
+            .resolve(&FunctionDefinition::parse("id").unwrap())
+            .unwrap();
+        let input = Message::bytes("x")
+            .with_header("correlation", "c1")
+            .with_header(names::DELIVERY_ATTEMPT, 2_i32)
+            .with_header(names::CONTENT_TYPE, "text/plain");
+        let out = f.call(Some(input), &ctx(), &ctx()).await.unwrap().unwrap();
+        assert_eq!(out.headers().get_str("correlation"), Some("c1"));
+        assert!(!out.headers().contains(names::DELIVERY_ATTEMPT));
+        assert_eq!(out.content_type(), Some("application/json"));
+    }
+
+    #[tokio::test]
+    async fn decode_failure_is_a_function_error_not_a_panic() {
+        #[derive(serde::Deserialize)]
+        struct Order {
+            #[allow(dead_code, reason = "only decoded")]
+            amount: i64,
+        }
+        let mut c = FunctionCatalog::new();
+        c.consumer("take", |_: Order| async { Ok::<_, FunctionError>(()) });
+        let f = c
+            .resolve(&FunctionDefinition::parse("take").unwrap())
+            .unwrap();
+        let err = f
+            .call(Some(Message::bytes("{oops")), &ctx(), &ctx())
+            .await
+            .unwrap_err();
+        assert!(err.kind().contains("ConversionError"), "{}", err.kind());
+    }
+}

@@ -1,0 +1,21 @@
+//! Extended properties of the in-memory binder (`spring.cloud.stream.memory.*`).
+
+use crate::message::AckMode;
+
+stream_config::property_field_from_str!(AckMode, "AUTO, MANUAL or NONE");
+
+stream_config::properties! {
+    /// Binder-level properties of the in-memory binder (none yet).
+    pub struct MemoryBinderProperties {}
+
+    /// Consumer properties of the in-memory binder
+    /// (`spring.cloud.stream.memory.bindings.<name>.consumer.*`).
+    pub struct MemoryConsumerProperties {
+        /// Who settles a message: AUTO (by the function's result), MANUAL (the function, through
+        /// the message's acknowledgment) or NONE (settled on delivery).
+        pub acknowledge_mode: AckMode = AckMode::Auto,
+    }
+
+    /// Producer properties of the in-memory binder (none yet).
+    pub struct MemoryProducerProperties {}
+}

@@ -1,0 +1,17 @@
+//! Helpers shared by the end-to-end tests.
+
+use stream_config::Environment;
+
+/// An environment from `key=value` pairs, as a test's own configuration.
+pub fn env(pairs: &[(&str, &str)]) -> Environment {
+    match Environment::builder()
+        .map(
+            "test",
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => panic!("test configuration is invalid: {e}"),
+    }
+}
