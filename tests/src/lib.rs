@@ -1,5 +1,9 @@
 //! Helpers shared by the end-to-end tests.
 
+/// The workspace README, compiled here so its example stays true.
+#[doc = include_str!("../../README.md")]
+pub mod readme {}
+
 use stream_config::Environment;
 
 /// An environment from `key=value` pairs, as a test's own configuration.

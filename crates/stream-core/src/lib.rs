@@ -2,6 +2,8 @@
 
 pub mod app;
 pub mod binder;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod convert;
 pub mod error;
 pub mod errors;

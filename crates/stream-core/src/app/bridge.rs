@@ -157,6 +157,16 @@ impl StreamBridge {
         if let Some(b) = lru.get(name) {
             return Ok(b);
         }
+        let allowed = &self.shared.config.stream().dynamic_destinations;
+        if !allowed.is_empty() && !allowed.iter().any(|d| d == name) {
+            return Err(StreamError::InvalidBinding {
+                binding: name.to_owned(),
+                reason: format!(
+                    "`{name}` is not an output binding and not listed in `spring.cloud.stream.dynamic-destinations` ({})",
+                    allowed.join(", ")
+                ),
+            });
+        }
         tracing::info!(destination = name, "binding dynamic destination");
         let binding = self.shared.bind_output(name).await?;
         if let Some(evicted) = lru.insert(name.to_owned(), Arc::clone(&binding)) {

@@ -120,6 +120,12 @@ impl StreamAppBuilder {
         self
     }
 
+    /// Registers a shared binder factory (one factory serving several applications).
+    pub fn binder_arc(mut self, factory: Arc<dyn BinderFactory>) -> Self {
+        self.registry.register_arc(factory);
+        self
+    }
+
     /// Registers a function `I -> O`.
     pub fn function<I, O, E, F, Fut>(mut self, name: &str, f: F) -> Self
     where
@@ -261,7 +267,20 @@ impl StreamAppBuilder {
                 outputs.insert(name, output);
             }
         }
-        for name in name_list(config.stream().output_bindings.as_deref()) {
+        if config.stream().input_bindings.is_some() {
+            return Err(StreamError::InvalidBinding {
+                binding: "spring.cloud.stream.input-bindings".to_owned(),
+                reason: "input bindings without a function are not supported; register a consumer function (its binding is `<name>-in-0`) or use `spring.cloud.stream.pollable-source`".to_owned(),
+            });
+        }
+        let extra_outputs = name_list(config.stream().output_bindings.as_deref())
+            .into_iter()
+            .chain(
+                name_list(config.stream().source.as_deref())
+                    .into_iter()
+                    .map(|s| format!("{s}-out-0")),
+            );
+        for name in extra_outputs {
             if let std::collections::hash_map::Entry::Vacant(slot) = outputs.entry(name) {
                 let output = shared.bind_output(slot.key()).await?;
                 slot.insert(output);
@@ -536,16 +555,22 @@ impl AppShared {
                 binding: binding.to_owned(),
                 source,
             };
-            let provisioned = binder
-                .provisioner()
-                .provision_consumer(&request)
-                .await
-                .map_err(bind_err)?;
+            let interval = self.config.stream().binding_retry_interval;
+            let provisioned = late_binding(binding, interval, || {
+                binder.provisioner().provision_consumer(&request)
+            })
+            .await
+            .map_err(bind_err)?;
             tracing::info!(binding, destination = %destination, consumes = %provisioned.name, "binding consumer");
-            let b = binder
-                .bind_consumer(request, provisioned, handler)
-                .await
-                .map_err(bind_err)?;
+            let b = late_binding(binding, interval, || {
+                binder.bind_consumer(
+                    request.clone(),
+                    provisioned.clone(),
+                    Arc::clone(&handler) as Arc<dyn crate::binder::InboundHandler>,
+                )
+            })
+            .await
+            .map_err(bind_err)?;
             bound.push(b);
         }
         Ok(bound)
@@ -577,16 +602,18 @@ impl AppShared {
             binding: name.to_owned(),
             source,
         };
-        let provisioned = binder
-            .provisioner()
-            .provision_producer(&request)
-            .await
-            .map_err(bind_err)?;
+        let interval = self.config.stream().binding_retry_interval;
+        let provisioned = late_binding(name, interval, || {
+            binder.provisioner().provision_producer(&request)
+        })
+        .await
+        .map_err(bind_err)?;
         tracing::info!(binding = name, destination = %destination, "binding producer");
-        let producer = binder
-            .bind_producer(request, provisioned)
-            .await
-            .map_err(bind_err)?;
+        let producer = late_binding(name, interval, || {
+            binder.bind_producer(request.clone(), provisioned.clone())
+        })
+        .await
+        .map_err(bind_err)?;
         Ok(Arc::new(OutputBinding {
             binding: name.to_owned(),
             destination: destination.clone(),
@@ -598,6 +625,36 @@ impl AppShared {
                 .error_channel_enabled
                 .then(|| (self.errors.clone(), producer_error_channel(&destination))),
         }))
+    }
+}
+
+/// Runs a bind step, retrying every `binding-retry-interval` while the broker cannot be reached
+/// (late binding); any other error is returned at once.
+async fn late_binding<T, F, Fut>(
+    binding: &str,
+    interval: Duration,
+    mut step: F,
+) -> Result<T, crate::error::BinderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, crate::error::BinderError>>,
+{
+    let mut attempt = 1u32;
+    loop {
+        match step().await {
+            Err(e @ crate::error::BinderError::Connection { .. }) => {
+                tracing::warn!(
+                    binding,
+                    attempt,
+                    retry_in = ?interval,
+                    error = %e,
+                    "broker unreachable at bind time; retrying (spring.cloud.stream.binding-retry-interval)"
+                );
+                tokio::time::sleep(interval).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -1,0 +1,333 @@
+//! Binding-time behaviour: late binding, capabilities, dynamic-destination rules, binder choice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stream_core::binder::{
+    Binder, BinderContext, BinderFactory, Binding, Capabilities, Capability, ConsumerDestination,
+    ConsumerRequest, InboundHandler, Producer, ProducerDestination, ProducerRequest, Provisioner,
+};
+use stream_core::memory::{InMemoryBinder, InMemoryBinderFactory, InMemoryBroker};
+use stream_core::stream_config::ExtensionSchema;
+use stream_core::{BinderError, FunctionError, Message, StreamApp};
+use stream_tests::env;
+
+/// A third-party-style binder wrapping the in-memory one: fails provisioning with a connection
+/// error a number of times, and declares chosen capabilities.
+struct Flaky {
+    inner: InMemoryBinder,
+    failures_left: AtomicU32,
+    caps: Capabilities,
+}
+
+#[async_trait]
+impl Provisioner for Flaky {
+    async fn provision_producer(
+        &self,
+        r: &ProducerRequest,
+    ) -> Result<ProducerDestination, BinderError> {
+        self.inner.provisioner().provision_producer(r).await
+    }
+    async fn provision_consumer(
+        &self,
+        r: &ConsumerRequest,
+    ) -> Result<ConsumerDestination, BinderError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BinderError::Connection {
+                target: "flaky:1".into(),
+                reason: "connection refused".into(),
+                source: None,
+            });
+        }
+        self.inner.provisioner().provision_consumer(r).await
+    }
+}
+
+#[async_trait]
+impl Binder for Flaky {
+    fn binder_type(&self) -> &str {
+        "flaky"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+    fn provisioner(&self) -> &dyn Provisioner {
+        self
+    }
+    async fn bind_consumer(
+        &self,
+        r: ConsumerRequest,
+        d: ConsumerDestination,
+        h: Arc<dyn InboundHandler>,
+    ) -> Result<Box<dyn Binding>, BinderError> {
+        self.inner.bind_consumer(r, d, h).await
+    }
+    async fn bind_producer(
+        &self,
+        r: ProducerRequest,
+        d: ProducerDestination,
+    ) -> Result<Arc<dyn Producer>, BinderError> {
+        self.inner.bind_producer(r, d).await
+    }
+    async fn close(&self) -> Result<(), BinderError> {
+        Ok(())
+    }
+}
+
+struct FlakyFactory {
+    broker: InMemoryBroker,
+    failures: u32,
+    caps: Capabilities,
+}
+
+#[async_trait]
+impl BinderFactory for FlakyFactory {
+    fn binder_type(&self) -> &'static str {
+        "flaky"
+    }
+    fn extension_schema(&self) -> Option<ExtensionSchema> {
+        None
+    }
+    async fn create(&self, ctx: BinderContext) -> Result<Arc<dyn Binder>, BinderError> {
+        Ok(Arc::new(Flaky {
+            inner: InMemoryBinder::new(self.broker.clone(), ctx.environment),
+            failures_left: AtomicU32::new(self.failures),
+            caps: self.caps,
+        }))
+    }
+}
+
+fn all_caps() -> Capabilities {
+    [
+        Capability::ConsumerGroups,
+        Capability::Partitioning,
+        Capability::DeadLetter,
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_broker_at_bind_time_is_retried_every_binding_retry_interval() {
+    let broker = InMemoryBroker::new();
+    let start = tokio::time::Instant::now();
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.binding-retry-interval", "7"),
+            ("spring.cloud.stream.bindings.c-in-0.group", "g"),
+        ]))
+        .binder(FlakyFactory {
+            broker: broker.clone(),
+            failures: 2,
+            caps: all_caps(),
+        })
+        .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+        .build()
+        .await
+        .expect("binds after the broker comes back");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(14),
+        "two retries, 7 s apart"
+    );
+    assert_eq!(broker.queues("c-in-0"), vec!["c-in-0.g"]);
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_feature_the_binder_lacks_fails_at_bind_time_naming_it() {
+    let err = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.bindings.c-in-0.group", "g"),
+            (
+                "spring.cloud.stream.bindings.c-in-0.consumer.partitioned",
+                "true",
+            ),
+        ]))
+        .binder(FlakyFactory {
+            broker: InMemoryBroker::new(),
+            failures: 0,
+            caps: Capabilities::none().with(Capability::ConsumerGroups),
+        })
+        .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+        .build()
+        .await
+        .expect_err("partitioning is not supported");
+    let text = err.to_string();
+    assert!(text.contains("does not support partitioning"), "{text}");
+    assert!(text.contains("c-in-0"), "{text}");
+}
+
+#[tokio::test]
+async fn dynamic_destinations_allow_list_is_enforced() {
+    let app = StreamApp::builder()
+        .environment(env(&[(
+            "spring.cloud.stream.dynamic-destinations",
+            "allowed",
+        )]))
+        .binder(InMemoryBinderFactory::default())
+        .build()
+        .await
+        .expect("binds");
+    app.bridge()
+        .send("allowed", "x".to_owned())
+        .await
+        .expect("listed destination");
+    let err = app
+        .bridge()
+        .send("other", "x".to_owned())
+        .await
+        .expect_err("unlisted destination");
+    assert!(
+        err.to_string()
+            .contains("spring.cloud.stream.dynamic-destinations"),
+        "{err}"
+    );
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn source_and_output_bindings_are_bound_up_front_with_their_properties() {
+    let broker = InMemoryBroker::new();
+    broker.capture("ticks");
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.source", "tick"),
+            (
+                "spring.cloud.stream.bindings.tick-out-0.destination",
+                "ticks",
+            ),
+            (
+                "spring.cloud.stream.bindings.tick-out-0.content-type",
+                "text/plain",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .build()
+        .await
+        .expect("binds");
+    assert!(app.bindings().iter().any(|(n, _)| n == "tick-out-0"));
+    app.bridge().send("tick-out-0", 42_u32).await.expect("sent");
+    let m = broker
+        .receive("ticks", Duration::from_secs(1))
+        .await
+        .expect("received");
+    assert_eq!(&m.payload()[..], b"42");
+    assert_eq!(m.content_type(), Some("text/plain"));
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn binder_choice_follows_binders_config_and_default_binder() {
+    let broker = InMemoryBroker::new();
+    let build = |pairs: Vec<(&'static str, &'static str)>| {
+        let broker = broker.clone();
+        async move {
+            StreamApp::builder()
+                .environment(env(&pairs))
+                .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+                .binder(FlakyFactory {
+                    broker,
+                    failures: 0,
+                    caps: all_caps(),
+                })
+                .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+                .build()
+                .await
+        }
+    };
+    let err = build(vec![])
+        .await
+        .expect_err("two binder types, none chosen");
+    assert!(
+        err.to_string()
+            .contains("spring.cloud.stream.default-binder"),
+        "{err}"
+    );
+    let app = build(vec![("spring.cloud.stream.default-binder", "memory")])
+        .await
+        .expect("default-binder picks memory");
+    app.shutdown().await.expect("clean shutdown");
+    let app = build(vec![
+        ("spring.cloud.stream.binders.local.type", "memory"),
+        ("spring.cloud.stream.bindings.c-in-0.binder", "local"),
+    ])
+    .await
+    .expect("named binder configuration");
+    app.shutdown().await.expect("clean shutdown");
+    let err = build(vec![(
+        "spring.cloud.stream.bindings.c-in-0.binder",
+        "kafka",
+    )])
+    .await
+    .expect_err("unknown binder");
+    assert!(err.to_string().contains("registered binder type"), "{err}");
+}
+
+#[tokio::test]
+async fn input_bindings_without_functions_are_rejected_clearly() {
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.cloud.stream.input-bindings", "raw")]))
+        .binder(InMemoryBinderFactory::default())
+        .build()
+        .await
+        .expect_err("not supported");
+    assert!(err.to_string().contains("input-bindings"), "{err}");
+}
+
+#[tokio::test]
+async fn manual_acknowledge_mode_hands_the_function_an_ack_handle() {
+    let broker = InMemoryBroker::new();
+    let deliveries = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&deliveries);
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.bindings.m-in-0.destination", "manual"),
+            ("spring.cloud.stream.bindings.m-in-0.group", "g"),
+            (
+                "spring.cloud.stream.memory.bindings.m-in-0.consumer.acknowledge-mode",
+                "MANUAL",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .consumer("m", move |m: Message<String>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let ack = m
+                    .acknowledgment()
+                    .ok_or_else(|| FunctionError::msg("no ack handle in MANUAL mode"))?;
+                // Requeue the first delivery, accept the redelivery.
+                if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    ack.reject(true).await?;
+                } else {
+                    ack.ack().await?;
+                }
+                Ok::<_, FunctionError>(())
+            }
+        })
+        .build()
+        .await
+        .expect("binds");
+    broker.send("manual", Message::bytes("only"));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while deliveries.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("redelivered after the manual requeue");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        deliveries.load(Ordering::SeqCst),
+        2,
+        "acked on the second delivery"
+    );
+    assert_eq!(broker.queue_depth("manual", "g", None), 0);
+    app.shutdown().await.expect("clean shutdown");
+}

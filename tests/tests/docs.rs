@@ -1,0 +1,42 @@
+//! Tidy: the generated property reference in docs/properties.md matches the typed structs.
+//!
+//! Regenerate with `UPDATE_DOCS=1 cargo test -p stream-tests --test docs`.
+
+use std::path::PathBuf;
+
+use stream_config::{Properties, reference_markdown, stream_reference_markdown};
+use stream_core::memory::{MEMORY_BINDER_TYPE, MemoryConsumerProperties};
+
+fn expected() -> String {
+    let mut out = String::from(
+        "# Property reference\n\n\
+         Generated from the typed property structs (`UPDATE_DOCS=1 cargo test -p stream-tests --test docs`);\n\
+         do not edit by hand. Keys are shown in their canonical kebab-case form; camelCase,\n\
+         snake_case and the environment-variable form are accepted too. Durations accept\n\
+         milliseconds (`1500`) or units (`1500ms`, `5s`, `1m`, `PT5S`).\n\n\
+         Functions: `spring.cloud.function.definition` — `;` separates functions, `|` composes them.\n\n",
+    );
+    out.push_str(&stream_reference_markdown());
+    out.push('\n');
+    out.push_str(&reference_markdown(
+        "In-memory binder consumer properties",
+        &format!("spring.cloud.stream.{MEMORY_BINDER_TYPE}.bindings.<name>.consumer"),
+        &MemoryConsumerProperties::descriptors(),
+    ));
+    out
+}
+
+#[test]
+fn property_reference_is_current() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/properties.md");
+    let want = expected();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).expect("write docs/properties.md");
+        return;
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/properties.md is out of date; run `UPDATE_DOCS=1 cargo test -p stream-tests --test docs`"
+    );
+}
