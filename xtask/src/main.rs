@@ -1,0 +1,71 @@
+//! Project automation. Run `cargo xtask help`.
+
+mod broker;
+mod itest;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+Commands:
+  test            Every test: unit, doc and in-memory end-to-end tests, then broker integration
+                  tests (`itest`). This is the command CI runs.
+  itest [rabbit]  Broker integration tests. Finds RabbitMQ via SPRING_RABBITMQ_HOST /
+                  SPRING_RABBITMQ_PORT (default 127.0.0.1:5672); starts a local rabbitmq-server
+                  or `docker compose` if none answers; fails if no broker can be reached.
+  help            This text.
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_else(|| "help".to_owned());
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "test" => test::run(&rest),
+        "itest" => itest::run(&rest),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `cargo` as the toolchain running xtask.
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command, echoing it, failing on a non-zero exit.
+fn exec(mut command: Command) -> Result<()> {
+    eprintln!("$ {}", describe(&command));
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start `{}`", describe(&command)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", describe(&command));
+    }
+    Ok(())
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(command.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
