@@ -1,0 +1,482 @@
+//! The binder, its provisioner and its factory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stream_config::{Environment, ExtensionSchema};
+use stream_core::BinderError;
+use stream_core::binder::{
+    Binder, BinderContext, BinderFactory, Binding, Capabilities, Capability, ConsumerDestination,
+    ConsumerRequest, InboundHandler, Producer, ProducerDestination, ProducerRequest, Provisioner,
+};
+use stream_core::expression::Expression;
+use tokio::sync::{Mutex, OnceCell};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{
+    AcknowledgeMode, ConfirmType, ContainerType, RabbitBinderProperties,
+    RabbitConnectionProperties, RabbitConsumerProperties, RabbitProducerProperties,
+};
+use crate::connection::{ConnectionFactory, ConnectionSlot};
+use crate::consumer::{ConsumerContext, RabbitConsumerBinding};
+use crate::headers::HeaderPatterns;
+use crate::producer::{RabbitProducer, RoutingKey};
+use crate::provisioning::{
+    self, ConsumerInputs, ConsumerTopology, DeclarationPlan, ProducerTopology, short,
+};
+
+/// The binder type name.
+pub const BINDER_TYPE: &str = "rabbit";
+
+/// State shared by a binder's provisioner, consumers and producers.
+pub(crate) struct Shared {
+    /// Consuming and declaring (Spring's admin shares the consumer connection).
+    pub(crate) consumer: ConnectionSlot,
+    /// Publishing (and republishing to DLQs), kept apart so a blocked publisher never stalls consumers.
+    pub(crate) publisher: ConnectionSlot,
+    pub(crate) connection: RabbitConnectionProperties,
+    pub(crate) environment: Environment,
+    pub(crate) shutdown: CancellationToken,
+}
+
+fn config_error(binding: &str, kind: &str, e: stream_config::ConfigError) -> BinderError {
+    BinderError::InvalidProperty {
+        key: format!("spring.cloud.stream.rabbit.bindings.{binding}.{kind}"),
+        reason: e.to_string(),
+    }
+}
+
+impl Shared {
+    fn consumer_properties(&self, binding: &str) -> Result<RabbitConsumerProperties, BinderError> {
+        self.environment
+            .extended_consumer::<RabbitConsumerProperties>(BINDER_TYPE, binding)
+            .map_err(|e| config_error(binding, "consumer", e))
+    }
+
+    fn producer_properties(&self, binding: &str) -> Result<RabbitProducerProperties, BinderError> {
+        self.environment
+            .extended_producer::<RabbitProducerProperties>(BINDER_TYPE, binding)
+            .map_err(|e| config_error(binding, "producer", e))
+    }
+
+    /// Declares a plan now; if the broker is unreachable, keeps retrying in the background
+    /// (one log line per attempt) and re-declares on every new connection.
+    async fn declare(
+        self: &Arc<Self>,
+        what: &str,
+        plan: DeclarationPlan,
+        retry_interval: Duration,
+    ) -> Result<(), BinderError> {
+        let plan = Arc::new(plan);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let first = match self.consumer.get().await {
+            Ok(conn) => provisioning::declare(&conn, &plan).await,
+            Err(e) => Err(e),
+        };
+        match first {
+            Ok(()) => {
+                self.consumer.register(plan);
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    target_address = %self.consumer.target(),
+                    destination = what,
+                    error = %e,
+                    retry_in = ?retry_interval,
+                    "RabbitMQ not reachable; declarations deferred until it is"
+                );
+                self.consumer.register(plan.clone());
+                let shared = self.clone();
+                let what = what.to_owned();
+                tokio::spawn(async move {
+                    let mut attempt = 1u64;
+                    loop {
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(retry_interval) => {}
+                        }
+                        attempt += 1;
+                        let r = match shared.consumer.get().await {
+                            Ok(conn) => provisioning::declare(&conn, &plan).await,
+                            Err(e) => Err(e),
+                        };
+                        match r {
+                            Ok(()) => {
+                                tracing::info!(destination = %what, attempt, "deferred declarations done");
+                                return;
+                            }
+                            Err(e) if e.is_transient() => tracing::warn!(
+                                destination = %what,
+                                attempt,
+                                error = %e,
+                                retry_in = ?retry_interval,
+                                "RabbitMQ still not reachable; declarations deferred"
+                            ),
+                            Err(e) => {
+                                tracing::error!(destination = %what, error = %e, "deferred declaration failed");
+                                return;
+                            }
+                        }
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => Err(e.into_binder_error(what)),
+        }
+    }
+}
+
+/// Declares exchanges, queues, bindings and DLQs (Spring's `RabbitExchangeQueueProvisioner`).
+pub struct RabbitProvisioner {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RabbitProvisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitProvisioner")
+            .field("broker", &self.shared.consumer.target())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Provisioner for RabbitProvisioner {
+    async fn provision_producer(
+        &self,
+        request: &ProducerRequest,
+    ) -> Result<ProducerDestination, BinderError> {
+        let props = self.shared.producer_properties(&request.binding_name)?;
+        let partitions = request
+            .properties
+            .is_partitioned()
+            .then_some(request.properties.partition_count.max(1));
+        let topology = provisioning::producer_topology(
+            &request.destination,
+            &request.properties.required_groups,
+            partitions,
+            &props.queue_settings(),
+        )
+        .map_err(|reason| BinderError::InvalidProperty {
+            key: format!(
+                "spring.cloud.stream.rabbit.bindings.{}.producer.exchange-type",
+                request.binding_name
+            ),
+            reason,
+        })?;
+        self.shared
+            .declare(
+                &topology.exchange,
+                topology.plan.clone(),
+                Duration::from_secs(5),
+            )
+            .await?;
+        Ok(ProducerDestination {
+            name: topology.exchange.clone(),
+            extra: Some(Arc::new(topology)),
+        })
+    }
+
+    async fn provision_consumer(
+        &self,
+        request: &ConsumerRequest,
+    ) -> Result<ConsumerDestination, BinderError> {
+        let props = self.shared.consumer_properties(&request.binding_name)?;
+        let anonymous = request.group.as_deref().is_none_or(|g| g.trim().is_empty());
+        if anonymous && request.properties.partitioned {
+            return Err(BinderError::InvalidProperty {
+                key: format!(
+                    "spring.cloud.stream.bindings.{}.group",
+                    request.binding_name
+                ),
+                reason: "A consumer group is required for a partitioned subscription".to_owned(),
+            });
+        }
+        let suffix = provisioning::random_base64url();
+        let inputs = ConsumerInputs {
+            destination: &request.destination,
+            group: request.group.as_deref(),
+            partitioned: request.properties.partitioned,
+            instance_index: request.instance_index,
+            anonymous_group_prefix: &props.anonymous_group_prefix,
+            durable_subscription: props.durable_subscription,
+            republish_to_dlq: props.republish_to_dlq,
+            anonymous_suffix: &suffix,
+        };
+        let topology = provisioning::consumer_topology(&inputs, &props.queue_settings()).map_err(
+            |reason| BinderError::InvalidProperty {
+                key: format!(
+                    "spring.cloud.stream.rabbit.bindings.{}.consumer.exchange-type",
+                    request.binding_name
+                ),
+                reason,
+            },
+        )?;
+        self.shared
+            .declare(
+                &topology.queue,
+                topology.plan.clone(),
+                props.recovery_interval,
+            )
+            .await?;
+        Ok(ConsumerDestination {
+            name: topology.queue.clone(),
+            extra: Some(Arc::new(topology)),
+        })
+    }
+}
+
+/// The RabbitMQ binder: a consumer connection (also used for declarations) and a publisher
+/// connection, both long-lived and reopened after loss.
+pub struct RabbitBinder {
+    shared: Arc<Shared>,
+    provisioner: RabbitProvisioner,
+}
+
+impl std::fmt::Debug for RabbitBinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitBinder")
+            .field("broker", &self.shared.consumer.target())
+            .finish()
+    }
+}
+
+impl RabbitBinder {
+    /// Creates a binder from a binder environment (reads `spring.rabbitmq.*` and
+    /// `spring.cloud.stream.rabbit.binder.*`). Does not connect yet.
+    pub fn new(environment: Environment) -> Result<Self, BinderError> {
+        let connection =
+            RabbitConnectionProperties::from_environment(&environment).map_err(|e| {
+                BinderError::InvalidProperty {
+                    key: "spring.rabbitmq".to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let binder = environment
+            .extended_binder::<RabbitBinderProperties>(BINDER_TYPE)
+            .map_err(|e| BinderError::InvalidProperty {
+                key: "spring.cloud.stream.rabbit.binder".to_owned(),
+                reason: e.to_string(),
+            })?;
+        let factory = Arc::new(
+            ConnectionFactory::new(&connection, &binder).map_err(|reason| {
+                BinderError::InvalidProperty {
+                    key: "spring.rabbitmq".to_owned(),
+                    reason,
+                }
+            })?,
+        );
+        let shared = Arc::new(Shared {
+            consumer: ConnectionSlot::new(factory.clone(), "consumer"),
+            publisher: ConnectionSlot::new(factory, "publisher"),
+            connection,
+            environment,
+            shutdown: CancellationToken::new(),
+        });
+        Ok(RabbitBinder {
+            provisioner: RabbitProvisioner {
+                shared: shared.clone(),
+            },
+            shared,
+        })
+    }
+
+    /// The negotiated `frame_max` of the publisher connection, when connected.
+    pub async fn frame_max(&self) -> Option<u32> {
+        self.shared
+            .publisher
+            .current()
+            .await
+            .map(|c| c.configuration().frame_max())
+    }
+}
+
+#[async_trait]
+impl Binder for RabbitBinder {
+    fn binder_type(&self) -> &str {
+        BINDER_TYPE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with(Capability::ManualAck)
+            .with(Capability::NoAck)
+            .with(Capability::Partitioning)
+            .with(Capability::ConsumerGroups)
+            .with(Capability::DeadLetter)
+            .with(Capability::RequiredGroups)
+    }
+
+    fn provisioner(&self) -> &dyn Provisioner {
+        &self.provisioner
+    }
+
+    async fn bind_consumer(
+        &self,
+        request: ConsumerRequest,
+        destination: ConsumerDestination,
+        handler: Arc<dyn InboundHandler>,
+    ) -> Result<Box<dyn Binding>, BinderError> {
+        let props = self.shared.consumer_properties(&request.binding_name)?;
+        if props.container_type == ContainerType::Stream {
+            return Err(BinderError::Unsupported {
+                binder: BINDER_TYPE.to_owned(),
+                binding: request.binding_name.clone(),
+                feature: "container-type stream".to_owned(),
+            });
+        }
+        if props.transacted {
+            tracing::warn!(binding = %request.binding_name, "transacted consumers are not implemented yet; the property is ignored");
+        }
+        let topology = match destination.extra::<ConsumerTopology>() {
+            Some(t) => t.clone(),
+            None => {
+                let mut t = provisioning::consumer_topology(
+                    &ConsumerInputs {
+                        destination: &request.destination,
+                        group: Some(&destination.name),
+                        partitioned: false,
+                        instance_index: 0,
+                        anonymous_group_prefix: "",
+                        durable_subscription: true,
+                        republish_to_dlq: props.republish_to_dlq,
+                        anonymous_suffix: "",
+                    },
+                    &props.queue_settings(),
+                )
+                .map_err(|reason| BinderError::InvalidProperty {
+                    key: format!(
+                        "spring.cloud.stream.rabbit.bindings.{}.consumer",
+                        request.binding_name
+                    ),
+                    reason,
+                })?;
+                t.queue = destination.name.clone();
+                t
+            }
+        };
+        short(&topology.queue).map_err(|e| e.into_binder_error(&topology.queue))?;
+        if props.acknowledge_mode == AcknowledgeMode::Manual {
+            tracing::debug!(binding = %request.binding_name, "acknowledge-mode MANUAL: the function settles messages");
+        }
+        let ctx = Arc::new(ConsumerContext {
+            binding_name: request.binding_name.clone(),
+            topology: Arc::new(topology),
+            patterns: HeaderPatterns::new(&props.header_patterns),
+            concurrency: request.properties.concurrency.max(1),
+            max_attempts: request.properties.max_attempts,
+            props,
+            shared: self.shared.clone(),
+            handler,
+            tag_counter: AtomicU64::new(0),
+            republish_ok: OnceCell::new(),
+            republish_channel: Mutex::new(None),
+        });
+        let binding = RabbitConsumerBinding::start_new(ctx).await?;
+        Ok(Box::new(binding))
+    }
+
+    async fn bind_producer(
+        &self,
+        request: ProducerRequest,
+        destination: ProducerDestination,
+    ) -> Result<Arc<dyn Producer>, BinderError> {
+        let props = self.shared.producer_properties(&request.binding_name)?;
+        let key = |k: &str| {
+            format!(
+                "spring.cloud.stream.rabbit.bindings.{}.producer.{k}",
+                request.binding_name
+            )
+        };
+        for (on, what) in [
+            (props.batching_enabled, "batching-enabled"),
+            (props.compress, "compress"),
+            (props.transacted, "transacted"),
+            (props.delay_expression.is_some(), "delay-expression"),
+        ] {
+            if on {
+                tracing::warn!(binding = %request.binding_name, property = what, "not implemented yet; the property is ignored");
+            }
+        }
+        let (exchange, dest) = match destination.extra::<ProducerTopology>() {
+            Some(t) => (t.exchange.clone(), t.destination.clone()),
+            None => (destination.name.clone(), request.destination.clone()),
+        };
+        let partitions = request
+            .properties
+            .is_partitioned()
+            .then_some(request.properties.partition_count.max(1));
+        let routing = match (&props.routing_key_expression, &props.routing_key) {
+            (Some(expr), _) => RoutingKey::Expression(
+                Expression::parse(expr).map_err(|e| BinderError::InvalidProperty {
+                    key: key("routing-key-expression"),
+                    reason: e.to_string(),
+                })?,
+                partitions.is_some(),
+            ),
+            (None, Some(rk)) => RoutingKey::fixed(rk, partitions),
+            (None, None) => RoutingKey::fixed(&dest, partitions),
+        };
+        let producer = RabbitProducer {
+            binding_name: request.binding_name.clone(),
+            shared: self.shared.clone(),
+            exchange: short(&exchange).map_err(|e| e.into_binder_error(&exchange))?,
+            routing,
+            patterns: HeaderPatterns::new(&props.header_patterns),
+            delivery_mode: props.delivery_mode.amqp_value(),
+            confirms: self.shared.connection.publisher_confirm_type != ConfirmType::None,
+            channel: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        };
+        // Open the channel now when the broker is there; later otherwise.
+        if let Err(e) = producer.channel().await {
+            if !e.is_transient() {
+                return Err(e.into_binder_error(&exchange));
+            }
+            tracing::warn!(binding = %request.binding_name, error = %e, "publishing channel not open yet; sends retry connecting");
+        }
+        Ok(Arc::new(producer))
+    }
+
+    async fn close(&self) -> Result<(), BinderError> {
+        self.shared.shutdown.cancel();
+        self.shared.consumer.close().await;
+        self.shared.publisher.close().await;
+        Ok(())
+    }
+}
+
+/// Creates [`RabbitBinder`]s; register it with the application under type `rabbit`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RabbitBinderFactory;
+
+impl RabbitBinderFactory {
+    /// A factory.
+    pub fn new() -> Self {
+        RabbitBinderFactory
+    }
+}
+
+#[async_trait]
+impl BinderFactory for RabbitBinderFactory {
+    fn binder_type(&self) -> &'static str {
+        BINDER_TYPE
+    }
+
+    fn extension_schema(&self) -> Option<ExtensionSchema> {
+        Some(ExtensionSchema::new::<
+            RabbitBinderProperties,
+            RabbitConsumerProperties,
+            RabbitProducerProperties,
+        >(BINDER_TYPE))
+    }
+
+    async fn create(&self, context: BinderContext) -> Result<Arc<dyn Binder>, BinderError> {
+        tracing::debug!(binder = %context.name, "creating RabbitMQ binder");
+        Ok(Arc::new(RabbitBinder::new(context.environment)?))
+    }
+}

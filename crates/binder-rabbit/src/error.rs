@@ -1,0 +1,123 @@
+//! Errors of the RabbitMQ binder, and their mapping to [`stream_core::BinderError`].
+
+use stream_core::BinderError;
+
+/// A failure of the RabbitMQ binder. Converted to [`BinderError`] at the trait boundary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RabbitError {
+    /// A declaration conflicts with what the broker holds (PRECONDITION_FAILED, 406).
+    #[error(
+        "{entity} already exists on the broker with different settings: {broker}; this binding asked for {attempted}. \
+         Delete the existing entity or change the binding's properties to match it"
+    )]
+    Conflict {
+        /// What was declared (`queue `orders.billing``).
+        entity: String,
+        /// What the binder asked for.
+        attempted: String,
+        /// The broker's reply text, naming the argument (`inequivalent arg 'x-message-ttl' ...`).
+        broker: String,
+    },
+    /// The broker refused a declaration for another reason (access refused, not found, ...).
+    #[error("declaring {entity} failed: {reason}")]
+    Declaration {
+        /// What was declared.
+        entity: String,
+        /// The broker's reply.
+        reason: String,
+    },
+    /// A name longer than AMQP's 255-byte limit.
+    #[error(
+        "name `{0}` is longer than 255 bytes, AMQP's limit for exchange, queue and routing key names"
+    )]
+    NameTooLong(String),
+    /// A lapin (client) failure.
+    #[error("{context}: {source}")]
+    Lapin {
+        /// What was being done.
+        context: String,
+        /// The client error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker could not be reached at any address.
+    #[error("cannot connect to RabbitMQ at {target}: {reason}")]
+    Connect {
+        /// Addresses tried (no credentials).
+        target: String,
+        /// Last failure.
+        reason: String,
+    },
+}
+
+impl RabbitError {
+    /// Whether retrying later may succeed (the broker is unreachable or the connection dropped),
+    /// as opposed to a refusal that will repeat (conflict, access refused).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RabbitError::Connect { .. } => true,
+            RabbitError::Lapin { source, .. } => match amqp_error(source) {
+                Some((code, _)) => code == 320 || code == 541 || code == 504,
+                None => true,
+            },
+            RabbitError::Conflict { .. }
+            | RabbitError::Declaration { .. }
+            | RabbitError::NameTooLong(_) => false,
+        }
+    }
+
+    /// Converts to a [`BinderError`] about `destination`.
+    pub fn into_binder_error(self, destination: &str) -> BinderError {
+        match self {
+            RabbitError::Connect { target, reason } => BinderError::Connection {
+                target,
+                reason,
+                source: None,
+            },
+            other @ (RabbitError::Conflict { .. }
+            | RabbitError::Declaration { .. }
+            | RabbitError::NameTooLong(_)) => BinderError::Provisioning {
+                destination: destination.to_owned(),
+                reason: other.to_string(),
+                source: Some(Box::new(other)),
+            },
+            other @ RabbitError::Lapin { .. } => BinderError::Other(Box::new(other)),
+        }
+    }
+}
+
+/// The AMQP reply code and text of a protocol error (channel or connection close).
+pub(crate) fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => {
+            Some((err.get_id(), err.get_message().as_str().to_owned()))
+        }
+        lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Error, _) => None,
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "tests tweak one property at a time"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_entity_and_argument() {
+        let e = RabbitError::Conflict {
+            entity: "queue `q`".into(),
+            attempted: "arguments {x-message-ttl=1000}".into(),
+            broker: "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q'".into(),
+        };
+        assert!(!e.is_transient());
+        let b = e.into_binder_error("q");
+        let text = b.to_string();
+        assert!(text.contains("queue `q`"), "{text}");
+        assert!(text.contains("x-message-ttl"), "{text}");
+        assert!(text.contains("Delete the existing"), "{text}");
+    }
+}

@@ -1,0 +1,612 @@
+//! Header mapping between [`stream_core::Message`] headers and AMQP properties/headers, named as
+//! Spring AMQP's `DefaultAmqpHeaderMapper` names them, plus header patterns and the DLQ
+//! stack-trace truncation.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lapin::BasicProperties;
+use lapin::types::{
+    AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
+};
+use stream_core::message::names;
+use stream_core::{HeaderValue, Headers};
+
+/// Spring AMQP header names (`AmqpHeaders`).
+pub mod amqp {
+    /// `app_id`.
+    pub const APP_ID: &str = "amqp_appId";
+    /// `cluster_id`.
+    pub const CLUSTER_ID: &str = "amqp_clusterId";
+    /// `content_encoding`.
+    pub const CONTENT_ENCODING: &str = "amqp_contentEncoding";
+    /// `correlation_id`.
+    pub const CORRELATION_ID: &str = "amqp_correlationId";
+    /// Outbound `delivery_mode`.
+    pub const DELIVERY_MODE: &str = "amqp_deliveryMode";
+    /// Inbound `delivery_mode`.
+    pub const RECEIVED_DELIVERY_MODE: &str = "amqp_receivedDeliveryMode";
+    /// Delivery tag of an inbound message.
+    pub const DELIVERY_TAG: &str = "amqp_deliveryTag";
+    /// `expiration`.
+    pub const EXPIRATION: &str = "amqp_expiration";
+    /// `message_id`.
+    pub const MESSAGE_ID: &str = "amqp_messageId";
+    /// Exchange an inbound message was published to.
+    pub const RECEIVED_EXCHANGE: &str = "amqp_receivedExchange";
+    /// Routing key an inbound message was published with.
+    pub const RECEIVED_ROUTING_KEY: &str = "amqp_receivedRoutingKey";
+    /// Inbound `user_id`.
+    pub const RECEIVED_USER_ID: &str = "amqp_receivedUserId";
+    /// Whether an inbound message is redelivered.
+    pub const REDELIVERED: &str = "amqp_redelivered";
+    /// `reply_to`.
+    pub const REPLY_TO: &str = "amqp_replyTo";
+    /// `timestamp`.
+    pub const TIMESTAMP: &str = "amqp_timestamp";
+    /// `type`.
+    pub const TYPE: &str = "amqp_type";
+    /// Outbound `user_id`.
+    pub const USER_ID: &str = "amqp_userId";
+    /// Queue an inbound message was consumed from.
+    pub const CONSUMER_QUEUE: &str = "amqp_consumerQueue";
+    /// Consumer tag of the consumer that received an inbound message.
+    pub const CONSUMER_TAG: &str = "amqp_consumerTag";
+    /// `priority` (Spring Integration's priority header; `amqp_priority` is accepted outbound).
+    pub const PRIORITY: &str = "priority";
+    /// Outbound alias of [`PRIORITY`].
+    pub const AMQP_PRIORITY: &str = "amqp_priority";
+    /// Prefix of every Spring AMQP header.
+    pub const PREFIX: &str = "amqp_";
+}
+
+/// Header-name patterns (`header-patterns`): `*` matches any run of characters, a leading `!`
+/// negates, the first matching pattern decides, no match means not mapped. Case-insensitive, as
+/// in Spring's `AbstractHeaderMapper`.
+#[derive(Clone, Debug)]
+pub struct HeaderPatterns {
+    patterns: Vec<(bool, String)>,
+    all: bool,
+}
+
+impl HeaderPatterns {
+    /// Compiles patterns.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let patterns: Vec<(bool, String)> = patterns
+            .iter()
+            .map(|p| p.as_ref().trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.strip_prefix('!') {
+                Some(rest) => (true, rest.to_ascii_lowercase()),
+                None => (false, p.to_ascii_lowercase()),
+            })
+            .collect();
+        let all = patterns.first().is_some_and(|(neg, p)| !neg && p == "*");
+        HeaderPatterns { patterns, all }
+    }
+
+    /// Whether `name` is mapped.
+    pub fn matches(&self, name: &str) -> bool {
+        if self.all {
+            return true;
+        }
+        let lower = name.to_ascii_lowercase();
+        for (negated, pattern) in &self.patterns {
+            if simple_match(pattern, &lower) {
+                return !negated;
+            }
+        }
+        false
+    }
+}
+
+/// `*`-wildcard match (Spring's `PatternMatchUtils.simpleMatch`).
+pub fn simple_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(pos) => rest = &rest[pos + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Converts an AMQP field value to a header value, losslessly.
+pub fn from_amqp(v: &AMQPValue) -> HeaderValue {
+    match v {
+        AMQPValue::Boolean(b) => HeaderValue::Bool(*b),
+        AMQPValue::ShortShortInt(n) => HeaderValue::I8(*n),
+        AMQPValue::ShortShortUInt(n) => HeaderValue::U8(*n),
+        AMQPValue::ShortInt(n) => HeaderValue::I16(*n),
+        AMQPValue::ShortUInt(n) => HeaderValue::U16(*n),
+        AMQPValue::LongInt(n) => HeaderValue::I32(*n),
+        AMQPValue::LongUInt(n) => HeaderValue::U32(*n),
+        AMQPValue::LongLongInt(n) => HeaderValue::I64(*n),
+        AMQPValue::Float(f) => HeaderValue::F32(*f),
+        AMQPValue::Double(f) => HeaderValue::F64(*f),
+        AMQPValue::DecimalValue(d) => HeaderValue::Decimal {
+            scale: d.scale,
+            value: d.value,
+        },
+        AMQPValue::ShortString(s) => HeaderValue::String(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => HeaderValue::String(text.to_owned()),
+            Err(_) => HeaderValue::Bytes(Bytes::copy_from_slice(s.as_bytes())),
+        },
+        AMQPValue::FieldArray(a) => HeaderValue::List(a.as_slice().iter().map(from_amqp).collect()),
+        AMQPValue::Timestamp(secs) => {
+            HeaderValue::Timestamp(UNIX_EPOCH + Duration::from_secs(*secs))
+        }
+        AMQPValue::FieldTable(t) => HeaderValue::Map(
+            t.inner()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), from_amqp(v)))
+                .collect(),
+        ),
+        AMQPValue::ByteArray(b) => HeaderValue::Bytes(Bytes::copy_from_slice(b.as_slice())),
+        AMQPValue::Void => HeaderValue::Null,
+    }
+}
+
+fn epoch_secs(t: &SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// Converts a header value to an AMQP field value.
+pub fn to_amqp(v: &HeaderValue) -> AMQPValue {
+    match v {
+        HeaderValue::Null => AMQPValue::Void,
+        HeaderValue::Bool(b) => AMQPValue::Boolean(*b),
+        HeaderValue::I8(n) => AMQPValue::ShortShortInt(*n),
+        HeaderValue::U8(n) => AMQPValue::ShortShortUInt(*n),
+        HeaderValue::I16(n) => AMQPValue::ShortInt(*n),
+        HeaderValue::U16(n) => AMQPValue::ShortUInt(*n),
+        HeaderValue::I32(n) => AMQPValue::LongInt(*n),
+        HeaderValue::U32(n) => AMQPValue::LongUInt(*n),
+        HeaderValue::I64(n) => AMQPValue::LongLongInt(*n),
+        HeaderValue::U64(n) => match i64::try_from(*n) {
+            Ok(i) => AMQPValue::LongLongInt(i),
+            Err(_) => AMQPValue::LongString(LongString::from(n.to_string())),
+        },
+        HeaderValue::F32(f) => AMQPValue::Float(*f),
+        HeaderValue::F64(f) => AMQPValue::Double(*f),
+        HeaderValue::Decimal { scale, value } => AMQPValue::DecimalValue(DecimalValue {
+            scale: *scale,
+            value: *value,
+        }),
+        HeaderValue::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes())),
+        HeaderValue::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.as_ref())),
+        HeaderValue::List(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(to_amqp).collect::<Vec<_>>(),
+        )),
+        HeaderValue::Map(m) => AMQPValue::FieldTable(map_table(m)),
+        HeaderValue::Timestamp(t) => AMQPValue::Timestamp(epoch_secs(t)),
+        // HeaderValue is non-exhaustive: anything new travels as text.
+        #[allow(unreachable_patterns, reason = "HeaderValue is #[non_exhaustive]")]
+        other => AMQPValue::LongString(LongString::from(other.to_string())),
+    }
+}
+
+fn map_table(m: &BTreeMap<String, HeaderValue>) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in m {
+        if let Ok(k) = ShortString::try_new(k.as_str()) {
+            t.insert(k, to_amqp(v));
+        }
+    }
+    t
+}
+
+/// Where an inbound delivery came from.
+#[derive(Debug)]
+pub(crate) struct InboundEnvelope<'a> {
+    pub(crate) exchange: &'a str,
+    pub(crate) routing_key: &'a str,
+    pub(crate) delivery_tag: u64,
+    pub(crate) redelivered: bool,
+    pub(crate) queue: &'a str,
+    pub(crate) consumer_tag: &'a str,
+}
+
+fn put_str(h: &mut Headers, name: &str, v: &Option<ShortString>) {
+    if let Some(v) = v {
+        h.insert(name, v.as_str());
+    }
+}
+
+/// Maps an inbound AMQP message to headers: the AMQP headers table (filtered by `patterns`),
+/// then the properties and envelope as `amqp_*` headers.
+pub(crate) fn inbound_headers(
+    props: &BasicProperties,
+    env: &InboundEnvelope<'_>,
+    patterns: &HeaderPatterns,
+) -> Headers {
+    let mut h = Headers::new();
+    if let Some(table) = props.headers() {
+        for (k, v) in table.inner() {
+            if patterns.matches(k.as_str()) {
+                h.insert(k.as_str(), from_amqp(v));
+            }
+        }
+    }
+    h.insert(
+        names::CONTENT_TYPE,
+        props
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str())
+            .unwrap_or("application/octet-stream"),
+    );
+    put_str(&mut h, amqp::CONTENT_ENCODING, props.content_encoding());
+    put_str(&mut h, amqp::CORRELATION_ID, props.correlation_id());
+    put_str(&mut h, amqp::REPLY_TO, props.reply_to());
+    put_str(&mut h, amqp::EXPIRATION, props.expiration());
+    put_str(&mut h, amqp::MESSAGE_ID, props.message_id());
+    put_str(&mut h, amqp::TYPE, props.kind());
+    put_str(&mut h, amqp::RECEIVED_USER_ID, props.user_id());
+    put_str(&mut h, amqp::APP_ID, props.app_id());
+    put_str(&mut h, amqp::CLUSTER_ID, props.cluster_id());
+    if let Some(mode) = props.delivery_mode() {
+        h.insert(
+            amqp::RECEIVED_DELIVERY_MODE,
+            if *mode == 2 {
+                "PERSISTENT"
+            } else {
+                "NON_PERSISTENT"
+            },
+        );
+    }
+    if let Some(p) = props.priority() {
+        h.insert(amqp::PRIORITY, i32::from(*p));
+    }
+    if let Some(ts) = props.timestamp() {
+        h.insert(amqp::TIMESTAMP, UNIX_EPOCH + Duration::from_secs(*ts));
+    }
+    h.insert(amqp::RECEIVED_EXCHANGE, env.exchange);
+    h.insert(amqp::RECEIVED_ROUTING_KEY, env.routing_key);
+    h.insert(
+        amqp::DELIVERY_TAG,
+        i64::try_from(env.delivery_tag).unwrap_or(i64::MAX),
+    );
+    h.insert(amqp::REDELIVERED, env.redelivered);
+    h.insert(amqp::CONSUMER_QUEUE, env.queue);
+    h.insert(amqp::CONSUMER_TAG, env.consumer_tag);
+    h
+}
+
+fn short_of(v: &HeaderValue) -> Option<ShortString> {
+    let text: Cow<'_, str> = match v {
+        HeaderValue::String(s) => Cow::Borrowed(s.as_str()),
+        HeaderValue::Null => return None,
+        other => Cow::Owned(other.to_string()),
+    };
+    ShortString::try_new(text.into_owned()).ok()
+}
+
+fn timestamp_secs(v: &HeaderValue, millis: bool) -> Option<u64> {
+    match v {
+        HeaderValue::Timestamp(t) => Some(epoch_secs(t)),
+        other => other
+            .to_i64_lenient()
+            .and_then(|n| u64::try_from(n).ok())
+            .map(|n| if millis { n / 1000 } else { n }),
+    }
+}
+
+fn delivery_mode_of(v: &HeaderValue) -> Option<u8> {
+    match v.to_i64_lenient() {
+        Some(1) => Some(1),
+        Some(2) => Some(2),
+        _ => match v.as_str().map(|s| s.trim().to_ascii_uppercase()) {
+            Some(s) if s == "PERSISTENT" => Some(2),
+            Some(s) if s == "NON_PERSISTENT" || s == "NON-PERSISTENT" => Some(1),
+            _ => None,
+        },
+    }
+}
+
+/// Builds the AMQP properties of an outbound message: `contentType`, `id`, `timestamp` and the
+/// `amqp_*` headers become properties; other headers matching `patterns` (and not internal)
+/// go to the headers table.
+pub(crate) fn outbound_properties(
+    headers: &Headers,
+    patterns: &HeaderPatterns,
+    default_delivery_mode: u8,
+) -> BasicProperties {
+    let mut props = BasicProperties::default();
+    let mut table = FieldTable::default();
+    let mut delivery_mode = default_delivery_mode;
+    for (name, value) in headers.iter() {
+        match name {
+            names::CONTENT_TYPE => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_content_type(v);
+                }
+            }
+            names::ID | amqp::MESSAGE_ID => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_message_id(v);
+                }
+            }
+            names::TIMESTAMP => {
+                if let Some(v) = timestamp_secs(value, true) {
+                    props = props.with_timestamp(v);
+                }
+            }
+            amqp::TIMESTAMP => {
+                if let Some(v) = timestamp_secs(value, true) {
+                    props = props.with_timestamp(v);
+                }
+            }
+            amqp::CORRELATION_ID => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_correlation_id(v);
+                }
+            }
+            amqp::REPLY_TO => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_reply_to(v);
+                }
+            }
+            amqp::EXPIRATION => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_expiration(v);
+                }
+            }
+            amqp::PRIORITY | amqp::AMQP_PRIORITY => {
+                if let Some(p) = value.to_i64_lenient().and_then(|p| u8::try_from(p).ok()) {
+                    props = props.with_priority(p);
+                }
+            }
+            amqp::TYPE => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_type(v);
+                }
+            }
+            amqp::APP_ID => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_app_id(v);
+                }
+            }
+            amqp::USER_ID => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_user_id(v);
+                }
+            }
+            amqp::CLUSTER_ID => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_cluster_id(v);
+                }
+            }
+            amqp::CONTENT_ENCODING => {
+                if let Some(v) = short_of(value) {
+                    props = props.with_content_encoding(v);
+                }
+            }
+            amqp::DELIVERY_MODE => {
+                if let Some(m) = delivery_mode_of(value) {
+                    delivery_mode = m;
+                }
+            }
+            n if n.starts_with(amqp::PREFIX) || names::is_internal(n) => {}
+            n if n == names::PARTITION_OVERRIDE => {}
+            n => {
+                if patterns.matches(n)
+                    && let Ok(k) = ShortString::try_new(n)
+                {
+                    table.insert(k, to_amqp(value));
+                }
+            }
+        }
+    }
+    props.with_delivery_mode(delivery_mode).with_headers(table)
+}
+
+/// Cuts the stack trace to `frame_max - headroom` bytes (at a character boundary). Returns the
+/// text and whether it was truncated. `frame_max` 0 (no limit) or a headroom at least as large
+/// as `frame_max` leaves the text as is (Spring's `RepublishMessageRecoverer`).
+pub fn truncate_stacktrace(trace: &str, frame_max: u32, headroom: u32) -> (Cow<'_, str>, bool) {
+    let Some(max) = frame_max.checked_sub(headroom).filter(|m| *m > 0) else {
+        return (Cow::Borrowed(trace), false);
+    };
+    let max = max as usize;
+    if frame_max == 0 || trace.len() <= max {
+        return (Cow::Borrowed(trace), false);
+    }
+    let mut cut = max;
+    while cut > 0 && !trace.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    (Cow::Owned(trace[..cut].to_owned()), true)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "tests tweak one property at a time"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_first_match_wins() {
+        let all = HeaderPatterns::new(&["*"]);
+        assert!(all.matches("anything"));
+        let p = HeaderPatterns::new(&["!secret*", "*"]);
+        assert!(!p.matches("secretKey"));
+        assert!(!p.matches("SECRET"));
+        assert!(p.matches("public"));
+        let p = HeaderPatterns::new(&["foo", "bar*"]);
+        assert!(p.matches("FOO"));
+        assert!(p.matches("barrel"));
+        assert!(!p.matches("baz"));
+        let none: [&str; 0] = [];
+        assert!(!HeaderPatterns::new(&none).matches("x"));
+        assert!(simple_match("a*b*c", "axxbyyc"));
+        assert!(!simple_match("a*b*c", "axxc"));
+        assert!(simple_match("*", ""));
+        assert!(!simple_match("ab*ba", "aba"));
+        assert!(simple_match("*x*", "yxy"));
+    }
+
+    #[test]
+    fn amqp_values_round_trip() {
+        let mut death = BTreeMap::new();
+        death.insert("count".to_owned(), HeaderValue::I64(3));
+        death.insert("queue".to_owned(), HeaderValue::from("q"));
+        death.insert(
+            "routing-keys".to_owned(),
+            HeaderValue::List(vec![HeaderValue::from("rk")]),
+        );
+        let values = vec![
+            HeaderValue::Null,
+            HeaderValue::Bool(true),
+            HeaderValue::I8(-1),
+            HeaderValue::U8(1),
+            HeaderValue::I16(-2),
+            HeaderValue::U16(2),
+            HeaderValue::I32(-3),
+            HeaderValue::U32(3),
+            HeaderValue::I64(-4),
+            HeaderValue::F32(1.5),
+            HeaderValue::F64(2.5),
+            HeaderValue::Decimal {
+                scale: 2,
+                value: 123,
+            },
+            HeaderValue::from("text"),
+            HeaderValue::Bytes(Bytes::from_static(b"\xff\x00")),
+            HeaderValue::List(vec![HeaderValue::Map(death)]),
+            HeaderValue::Timestamp(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        ];
+        for v in values {
+            assert_eq!(from_amqp(&to_amqp(&v)), v);
+        }
+        assert_eq!(to_amqp(&HeaderValue::U64(7)), AMQPValue::LongLongInt(7));
+    }
+
+    fn props_with_headers() -> BasicProperties {
+        let mut t = FieldTable::default();
+        t.insert("user".into(), AMQPValue::LongString("v".into()));
+        t.insert("skip-me".into(), AMQPValue::LongInt(1));
+        BasicProperties::default()
+            .with_headers(t)
+            .with_correlation_id("c1".into())
+            .with_reply_to("r".into())
+            .with_message_id("m1".into())
+            .with_delivery_mode(2)
+            .with_priority(4)
+            .with_timestamp(1_700_000_000)
+    }
+
+    #[test]
+    fn inbound_mapping() {
+        let env = InboundEnvelope {
+            exchange: "ex",
+            routing_key: "rk",
+            delivery_tag: 7,
+            redelivered: true,
+            queue: "q",
+            consumer_tag: "tag#0",
+        };
+        let h = inbound_headers(
+            &props_with_headers(),
+            &env,
+            &HeaderPatterns::new(&["!skip*", "*"]),
+        );
+        assert_eq!(h.get_str("user"), Some("v"));
+        assert!(!h.contains("skip-me"));
+        assert_eq!(h.get_str("contentType"), Some("application/octet-stream"));
+        assert_eq!(h.get_str(amqp::CORRELATION_ID), Some("c1"));
+        assert_eq!(h.get_str(amqp::REPLY_TO), Some("r"));
+        assert_eq!(h.get_str(amqp::MESSAGE_ID), Some("m1"));
+        assert_eq!(h.get_str(amqp::RECEIVED_DELIVERY_MODE), Some("PERSISTENT"));
+        assert_eq!(h.get(amqp::PRIORITY), Some(&HeaderValue::I32(4)));
+        assert_eq!(h.get_str(amqp::RECEIVED_EXCHANGE), Some("ex"));
+        assert_eq!(h.get_str(amqp::RECEIVED_ROUTING_KEY), Some("rk"));
+        assert_eq!(h.get(amqp::DELIVERY_TAG), Some(&HeaderValue::I64(7)));
+        assert_eq!(h.get(amqp::REDELIVERED), Some(&HeaderValue::Bool(true)));
+        assert_eq!(h.get_str(amqp::CONSUMER_QUEUE), Some("q"));
+        assert_eq!(h.get_str(amqp::CONSUMER_TAG), Some("tag#0"));
+        assert!(h.contains(amqp::TIMESTAMP));
+    }
+
+    #[test]
+    fn outbound_mapping() {
+        let mut h = Headers::new();
+        h.insert("contentType", "application/json");
+        h.insert("id", "abc");
+        h.insert("timestamp", 1_700_000_000_123_i64);
+        h.insert("scst_partition", 1_i32);
+        h.insert("deliveryAttempt", 2_i32);
+        h.insert("sourceData", "x");
+        h.insert("amqp_correlationId", "corr");
+        h.insert("amqp_replyTo", "replies");
+        h.insert("amqp_expiration", "5000");
+        h.insert("amqp_priority", 3_i32);
+        h.insert("amqp_type", "t");
+        h.insert("amqp_appId", "app");
+        h.insert("amqp_userId", "guest");
+        h.insert("amqp_contentEncoding", "utf-8");
+        h.insert("amqp_deliveryMode", "NON_PERSISTENT");
+        h.insert("amqp_receivedRoutingKey", "old");
+        h.insert("custom", 5_i32);
+        h.insert("hidden", "no");
+        let p = outbound_properties(&h, &HeaderPatterns::new(&["!hidden", "*"]), 2);
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("abc"));
+        assert_eq!(*p.timestamp(), Some(1_700_000_000));
+        assert_eq!(
+            p.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("corr")
+        );
+        assert_eq!(p.reply_to().as_ref().map(|s| s.as_str()), Some("replies"));
+        assert_eq!(p.expiration().as_ref().map(|s| s.as_str()), Some("5000"));
+        assert_eq!(*p.priority(), Some(3));
+        assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("t"));
+        assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("app"));
+        assert_eq!(p.user_id().as_ref().map(|s| s.as_str()), Some("guest"));
+        assert_eq!(
+            p.content_encoding().as_ref().map(|s| s.as_str()),
+            Some("utf-8")
+        );
+        assert_eq!(*p.delivery_mode(), Some(1));
+        let t = p.headers().as_ref().expect("headers");
+        let keys: Vec<&str> = t.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, vec!["custom"]);
+        let p = outbound_properties(&Headers::new(), &HeaderPatterns::new(&["*"]), 2);
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(*p.content_type(), None);
+    }
+
+    #[test]
+    fn stacktrace_truncation() {
+        let trace = "é".repeat(100); // 200 bytes
+        let (t, cut) = truncate_stacktrace(&trace, 131_072, 20_000);
+        assert!(!cut);
+        assert_eq!(t.len(), 200);
+        let (t, cut) = truncate_stacktrace(&trace, 20_051, 20_000);
+        assert!(cut);
+        assert_eq!(t.len(), 50);
+        let (_, cut) = truncate_stacktrace(&trace, 0, 20_000);
+        assert!(!cut);
+        let (_, cut) = truncate_stacktrace(&trace, 10_000, 20_000);
+        assert!(!cut);
+    }
+}

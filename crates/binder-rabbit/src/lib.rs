@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+
+mod binder;
+pub mod config;
+mod connection;
+pub mod consumer;
+pub mod error;
+pub mod headers;
+mod producer;
+pub mod provisioning;
+
+pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory, RabbitProvisioner};
+pub use config::{
+    AcknowledgeMode, ConfirmType, ContainerType, DeliveryMode, ExchangeType, NullableString,
+    QuorumProperties, RabbitBinderProperties, RabbitConnectionProperties, RabbitConsumerProperties,
+    RabbitProducerProperties, RabbitSslProperties,
+};
+pub use consumer::RabbitRawMessage;
+pub use error::RabbitError;
+pub use provisioning::{ConsumerTopology, ProducerTopology};
+
+/// The runtime this binder plugs into, re-exported so applications depend on this crate only.
+pub use stream_core;
+pub use stream_core::stream_config;
+pub use stream_core::{
+    AckMode, Acknowledger, Acknowledgment, BinderError, BoxError, ConversionError, FunctionError,
+    HeaderValue, Headers, Message, PollableConsumer, SpecialOutcome, StreamApp, StreamAppBuilder,
+    StreamBridge, StreamError,
+};

@@ -1,0 +1,339 @@
+//! Consumers against a real broker: header mapping, acknowledge modes, concurrency, tags,
+//! exclusive consumers, missing queues, recovery.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use binder_rabbit::HeaderValue;
+use binder_rabbit::stream_core::binder::{Binder, BindingState, Disposition};
+use common::*;
+use lapin::BasicProperties;
+use lapin::types::AMQPValue;
+
+const WAIT: Duration = Duration::from_secs(5);
+const SHORT: Duration = Duration::from_millis(400);
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn inbound_headers_are_mapped_like_spring() {
+    let admin = raw().await;
+    let dest = unique("cons-headers");
+    let queue = format!("{dest}.g");
+    let p = "spring.cloud.stream.rabbit.bindings.in.consumer";
+    let b = binder(&format!(
+        "{p}.consumer-tag-prefix=app\n{p}.header-patterns=!secret*,*\n"
+    ));
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h.clone()).await;
+    let mut nested = lapin::types::FieldTable::default();
+    nested.insert("count".into(), AMQPValue::LongLongInt(2));
+    let props = BasicProperties::default()
+        .with_headers(table(&[
+            ("user", s("v")),
+            ("num", AMQPValue::LongInt(42)),
+            ("secretToken", s("hide")),
+            (
+                "list",
+                AMQPValue::FieldArray(vec![AMQPValue::FieldTable(nested)].into()),
+            ),
+        ]))
+        .with_correlation_id("corr-1".into())
+        .with_reply_to("replies".into())
+        .with_message_id("mid".into())
+        .with_type("t1".into());
+    admin.publish(&dest, "rk.1", b"body", props).await;
+    let m = recv(&mut rx, WAIT).await.expect("delivered");
+    let hd = m.headers();
+    assert_eq!(m.payload().as_ref(), b"body");
+    assert_eq!(hd.get_str("user"), Some("v"));
+    assert_eq!(hd.get("num"), Some(&HeaderValue::I32(42)));
+    assert!(!hd.contains("secretToken"), "negated pattern");
+    match hd.get("list") {
+        Some(HeaderValue::List(items)) => match &items[0] {
+            HeaderValue::Map(m) => assert_eq!(m.get("count"), Some(&HeaderValue::I64(2))),
+            other => panic!("expected map, got {other:?}"),
+        },
+        other => panic!("expected list, got {other:?}"),
+    }
+    assert_eq!(hd.get_str("contentType"), Some("application/octet-stream"));
+    assert_eq!(hd.get_str("amqp_receivedExchange"), Some(dest.as_str()));
+    assert_eq!(hd.get_str("amqp_receivedRoutingKey"), Some("rk.1"));
+    assert_eq!(hd.get_str("amqp_consumerQueue"), Some(queue.as_str()));
+    assert_eq!(hd.get_str("amqp_consumerTag"), Some("app#0"));
+    assert_eq!(hd.get("amqp_redelivered"), Some(&HeaderValue::Bool(false)));
+    assert!(
+        hd.get("amqp_deliveryTag")
+            .and_then(HeaderValue::as_i64)
+            .is_some()
+    );
+    assert_eq!(hd.get_str("amqp_correlationId"), Some("corr-1"));
+    assert_eq!(hd.get_str("amqp_replyTo"), Some("replies"));
+    assert_eq!(hd.get_str("amqp_messageId"), Some("mid"));
+    assert_eq!(hd.get_str("amqp_type"), Some("t1"));
+    assert_eq!(
+        *h.raw_seen.lock().expect("lock"),
+        1,
+        "raw AMQP message attached"
+    );
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(admin.queue_messages(&queue).await, Some(0), "acked");
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn reject_with_requeue_redelivers() {
+    let admin = raw().await;
+    let dest = unique("cons-requeue");
+    let queue = format!("{dest}.g");
+    let b = binder("");
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let (h, mut rx) = recorder(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            Disposition::Reject { requeue: true }
+        } else {
+            Disposition::Ack
+        }
+    });
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    admin
+        .publish(&dest, "k", b"x", BasicProperties::default())
+        .await;
+    let first = recv(&mut rx, WAIT).await.expect("first");
+    assert_eq!(
+        first.headers().get("amqp_redelivered"),
+        Some(&HeaderValue::Bool(false))
+    );
+    let second = recv(&mut rx, WAIT).await.expect("redelivered");
+    assert_eq!(
+        second.headers().get("amqp_redelivered"),
+        Some(&HeaderValue::Bool(true))
+    );
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(admin.queue_messages(&queue).await, Some(0));
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn manual_acknowledge_mode_lets_the_function_settle() {
+    let admin = raw().await;
+    let dest = unique("cons-manual");
+    let queue = format!("{dest}.g");
+    let b = binder(
+        "spring.cloud.stream.rabbit.bindings.in.consumer.acknowledge-mode=MANUAL\nspring.cloud.stream.rabbit.bindings.in.consumer.prefetch=10",
+    );
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    admin
+        .publish(&dest, "k", b"1", BasicProperties::default())
+        .await;
+    admin
+        .publish(&dest, "k", b"2", BasicProperties::default())
+        .await;
+    let m1 = recv(&mut rx, WAIT).await.expect("m1");
+    let m2 = recv(&mut rx, WAIT).await.expect("m2");
+    let a1 = m1
+        .acknowledgment()
+        .expect("acknowledgment attached")
+        .clone();
+    let a2 = m2
+        .acknowledgment()
+        .expect("acknowledgment attached")
+        .clone();
+    tokio::time::sleep(SHORT).await;
+    // Disposition::Ack did not settle: both unacked, nothing ready.
+    assert_eq!(admin.queue_messages(&queue).await, Some(0));
+    a1.ack().await.expect("ack");
+    a2.reject(false).await.expect("reject");
+    assert!(a1.is_settled() && a2.is_settled());
+    binding.stop().await.expect("stop");
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(
+        admin.queue_messages(&queue).await,
+        Some(0),
+        "settled by the function, not requeued on close"
+    );
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn manual_mode_unsettled_messages_return_on_stop() {
+    let admin = raw().await;
+    let dest = unique("cons-manual2");
+    let queue = format!("{dest}.g");
+    let b = binder("spring.cloud.stream.rabbit.bindings.in.consumer.acknowledge-mode=MANUAL");
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    admin
+        .publish(&dest, "k", b"1", BasicProperties::default())
+        .await;
+    let _m = recv(&mut rx, WAIT).await.expect("m1");
+    binding.stop().await.expect("stop");
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(
+        admin.queue_messages(&queue).await,
+        Some(1),
+        "nothing acknowledged is lost"
+    );
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn none_acknowledge_mode_consumes_with_auto_ack() {
+    let admin = raw().await;
+    let dest = unique("cons-none");
+    let queue = format!("{dest}.g");
+    let b = binder("spring.cloud.stream.rabbit.bindings.in.consumer.acknowledge-mode=NONE");
+    let (h, mut rx) = recorder(|_| Disposition::Reject { requeue: true });
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    admin
+        .publish(&dest, "k", b"1", BasicProperties::default())
+        .await;
+    assert!(recv(&mut rx, WAIT).await.is_some());
+    assert!(
+        recv(&mut rx, SHORT).await.is_none(),
+        "a reject cannot requeue an auto-acked message"
+    );
+    assert_eq!(admin.queue_messages(&queue).await, Some(0));
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn concurrency_opens_that_many_consumers_and_pause_resume_works() {
+    let admin = raw().await;
+    let dest = unique("cons-conc");
+    let queue = format!("{dest}.g");
+    let b = binder("spring.cloud.stream.rabbit.bindings.in.consumer.consumer-priority=5");
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let req = consumer_request_with("in", &dest, Some("g"), |p| p.concurrency = 3);
+    let binding = bind(&b, req, h).await;
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(admin.consumers(&queue).await, Some(3));
+    binding.pause().await.expect("pause");
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(binding.state(), BindingState::Paused);
+    assert_eq!(admin.consumers(&queue).await, Some(0));
+    admin
+        .publish(&dest, "k", b"while paused", BasicProperties::default())
+        .await;
+    assert!(recv(&mut rx, SHORT).await.is_none());
+    binding.resume().await.expect("resume");
+    assert!(
+        recv(&mut rx, WAIT).await.is_some(),
+        "delivered after resume"
+    );
+    binding.stop().await.expect("stop");
+    assert_eq!(admin.consumers(&queue).await, Some(0));
+    binding.start().await.expect("restart");
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(admin.consumers(&queue).await, Some(3));
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn exclusive_consumer_has_a_hot_standby() {
+    let admin = raw().await;
+    let dest = unique("cons-excl");
+    let queue = format!("{dest}.g");
+    let cfg = "spring.cloud.stream.rabbit.bindings.in.consumer.exclusive=true\nspring.cloud.stream.rabbit.bindings.in.consumer.recovery-interval=200";
+    let b1 = binder(cfg);
+    let b2 = binder(cfg);
+    let (h1, mut rx1) = recorder(|_| Disposition::Ack);
+    let (h2, mut rx2) = recorder(|_| Disposition::Ack);
+    let one = bind(&b1, consumer_request("in", &dest, Some("g")), h1).await;
+    tokio::time::sleep(SHORT).await;
+    let two = bind(&b2, consumer_request("in", &dest, Some("g")), h2).await;
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(admin.consumers(&queue).await, Some(1));
+    admin
+        .publish(&dest, "k", b"a", BasicProperties::default())
+        .await;
+    assert!(recv(&mut rx1, WAIT).await.is_some());
+    one.stop().await.expect("stop the active one");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    admin
+        .publish(&dest, "k", b"b", BasicProperties::default())
+        .await;
+    assert!(recv(&mut rx2, WAIT).await.is_some(), "standby took over");
+    two.stop().await.expect("stop");
+    b1.close().await.expect("close");
+    b2.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn missing_queue_fatal_fails_the_binding() {
+    let _admin = raw().await;
+    let dest = unique("cons-missing");
+    let p = "spring.cloud.stream.rabbit.bindings.in.consumer";
+    let b = binder(&format!(
+        "{p}.bind-queue=false\n{p}.declare-exchange=false\n{p}.missing-queues-fatal=true\n\
+         {p}.queue-declaration-retries=1\n{p}.failed-declaration-retry-interval=100\n"
+    ));
+    let req = consumer_request("in", &dest, Some("g"));
+    let d = b
+        .provisioner()
+        .provision_consumer(&req)
+        .await
+        .expect("nothing declared");
+    let (h, _rx) = recorder(|_| Disposition::Ack);
+    let err = b
+        .bind_consumer(req, d, h)
+        .await
+        .err()
+        .expect("missing queue is fatal");
+    assert!(err.to_string().contains(&format!("{dest}.g")), "{err}");
+    b.close().await.expect("close");
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn missing_queue_not_fatal_keeps_retrying_until_it_appears() {
+    let admin = raw().await;
+    let dest = unique("cons-late-queue");
+    let queue = format!("{dest}.g");
+    let p = "spring.cloud.stream.rabbit.bindings.in.consumer";
+    let b = binder(&format!(
+        "{p}.bind-queue=false\n{p}.declare-exchange=false\n{p}.failed-declaration-retry-interval=100\n"
+    ));
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    let ch = admin.channel().await;
+    ch.queue_declare(
+        queue.as_str().into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .expect("declare");
+    admin
+        .publish("", &queue, b"late", BasicProperties::default())
+        .await;
+    assert!(
+        recv(&mut rx, WAIT).await.is_some(),
+        "consumer started once the queue existed"
+    );
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[]).await;
+}

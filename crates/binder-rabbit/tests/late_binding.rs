@@ -1,0 +1,149 @@
+//! Broker unreachable at bind time: declarations are deferred and retried until it is reachable.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use binder_rabbit::RabbitBinder;
+use binder_rabbit::stream_core::binder::{Binder, Disposition};
+use common::*;
+use lapin::BasicProperties;
+
+type Live = Arc<Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// Forwards `listener` connections to the real broker; `live` lets a test cut them.
+async fn proxy(listener: tokio::net::TcpListener, live: Live) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let task = tokio::spawn(async move {
+            if let Ok(mut outbound) =
+                tokio::net::TcpStream::connect((host().as_str(), port())).await
+            {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+        live.lock().expect("lock").push(task.abort_handle());
+    }
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    probe.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn declarations_and_consumers_wait_for_the_broker() {
+    init_tracing();
+    let admin = raw().await;
+    // A port nobody listens on (yet).
+    let late_port = free_port();
+    let dest = unique("late");
+    let queue = format!("{dest}.g");
+    let b = RabbitBinder::new(env_at(
+        "127.0.0.1",
+        late_port,
+        "spring.cloud.stream.rabbit.bindings.in.consumer.recovery-interval=200",
+    ))
+    .expect("binder");
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        admin.queue_messages(&queue).await,
+        None,
+        "nothing declared while unreachable"
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late_port))
+        .await
+        .expect("listen");
+    let proxy = tokio::spawn(proxy(listener, Live::default()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while admin.queue_messages(&queue).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue declared once the broker is reachable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin
+        .publish(&dest, "k", b"late", BasicProperties::default())
+        .await;
+    let m = recv(&mut rx, Duration::from_secs(10))
+        .await
+        .expect("consumer started late");
+    assert_eq!(m.payload().as_ref(), b"late");
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    proxy.abort();
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn consumers_recover_after_the_connection_is_cut_and_nothing_unacked_is_lost() {
+    init_tracing();
+    let admin = raw().await;
+    let p = free_port();
+    let live = Live::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", p))
+        .await
+        .expect("listen");
+    let proxy = tokio::spawn(proxy(listener, live.clone()));
+    let dest = unique("recover");
+    let queue = format!("{dest}.g");
+    let b = RabbitBinder::new(env_at(
+        "127.0.0.1",
+        p,
+        "spring.cloud.stream.rabbit.bindings.in.consumer.recovery-interval=200\n\
+         spring.cloud.stream.rabbit.bindings.in.consumer.acknowledge-mode=MANUAL",
+    ))
+    .expect("binder");
+    let (h, mut rx) = recorder(|_| Disposition::Ack);
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    admin
+        .publish(&dest, "k", b"unacked", BasicProperties::default())
+        .await;
+    let first = recv(&mut rx, Duration::from_secs(5))
+        .await
+        .expect("delivered");
+    assert_eq!(first.payload().as_ref(), b"unacked");
+    // Cut every connection of the binder (the function never acknowledged the message).
+    for t in live.lock().expect("lock").drain(..) {
+        t.abort();
+    }
+    let again = recv(&mut rx, Duration::from_secs(10))
+        .await
+        .expect("redelivered after recovery");
+    assert_eq!(again.payload().as_ref(), b"unacked");
+    assert_eq!(
+        again.headers().get("amqp_redelivered"),
+        Some(&binder_rabbit::HeaderValue::Bool(true))
+    );
+    again
+        .acknowledgment()
+        .expect("manual")
+        .ack()
+        .await
+        .expect("ack");
+    admin
+        .publish(&dest, "k", b"after", BasicProperties::default())
+        .await;
+    let m = recv(&mut rx, Duration::from_secs(5))
+        .await
+        .expect("consuming again");
+    m.acknowledgment()
+        .expect("manual")
+        .ack()
+        .await
+        .expect("ack");
+    binding.stop().await.expect("stop");
+    b.close().await.expect("close");
+    proxy.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(admin.queue_messages(&queue).await, Some(0));
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
