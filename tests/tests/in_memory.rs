@@ -666,3 +666,145 @@ async fn malformed_json_goes_to_the_error_path_not_a_panic() {
     assert!(reason.contains("application/json"), "{reason}");
     app.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn batch_mode_hands_the_function_a_vec_and_dead_letters_each_failed_message() {
+    let broker = InMemoryBroker::new();
+    let batches = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+    let log = Arc::clone(&batches);
+    let app = StreamApp::builder()
+        .environment(env(&[
+            (
+                "spring.cloud.stream.bindings.sum-in-0.destination",
+                "numbers",
+            ),
+            ("spring.cloud.stream.bindings.sum-in-0.group", "g"),
+            (
+                "spring.cloud.stream.bindings.sum-in-0.consumer.batch-mode",
+                "true",
+            ),
+            (
+                "spring.cloud.stream.bindings.sum-in-0.consumer.max-attempts",
+                "2",
+            ),
+            (
+                "spring.cloud.stream.bindings.sum-in-0.consumer.back-off-initial-interval",
+                "1ms",
+            ),
+            (
+                "spring.cloud.stream.memory.bindings.sum-in-0.consumer.batch-size",
+                "3",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .batch_consumer("sum", move |items: Vec<String>| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock()
+                    .map_err(|_| FunctionError::msg("poisoned"))?
+                    .push(items.clone());
+                if items.iter().any(|i| i == "bad") {
+                    return Err(FunctionError::msg("bad item in batch"));
+                }
+                Ok::<_, FunctionError>(())
+            }
+        })
+        .build()
+        .await
+        .expect("binds");
+    // The consumer is idle, so these three wait and arrive as one batch.
+    app.consumer_bindings("sum-in-0")[0]
+        .pause()
+        .await
+        .expect("paused");
+    for n in ["a", "bad", "c"] {
+        broker.send("numbers", Message::bytes(n));
+    }
+    app.consumer_bindings("sum-in-0")[0]
+        .resume()
+        .await
+        .expect("resumed");
+    let dlq = dead_letter_destination("numbers", "g");
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        let m = broker
+            .receive(&dlq, WAIT)
+            .await
+            .expect("each message dead-lettered");
+        dead.push(String::from_utf8_lossy(m.payload()).into_owned());
+    }
+    assert_eq!(dead, vec!["a", "bad", "c"]);
+    let batches = batches.lock().expect("lock").clone();
+    assert_eq!(
+        batches.len(),
+        2,
+        "the batch was attempted max-attempts times"
+    );
+    assert!(
+        batches.iter().all(|b| b == &vec!["a", "bad", "c"]),
+        "{batches:?}"
+    );
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn batch_function_without_batch_mode_is_rejected_at_bind_time() {
+    let err = StreamApp::builder()
+        .environment(env(&[]))
+        .binder(InMemoryBinderFactory::default())
+        .batch_consumer("sum", |_: Vec<String>| async { Ok::<_, FunctionError>(()) })
+        .build()
+        .await
+        .expect_err("batch-mode missing");
+    assert!(err.to_string().contains("batch-mode=true"), "{err}");
+}
+
+#[tokio::test]
+async fn requeue_outcome_redelivers_without_retry() {
+    let broker = InMemoryBroker::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.bindings.r-in-0.destination", "requeue"),
+            ("spring.cloud.stream.bindings.r-in-0.group", "g"),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .consumer("r", move |_: String| {
+            let c = Arc::clone(&c);
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(FunctionError::requeue("not yet"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .await
+        .expect("binds");
+    broker.send("requeue", Message::bytes("m"));
+    tokio::time::timeout(WAIT, async {
+        while calls.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("redelivered");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one requeue, one success, no retries"
+    );
+    assert!(
+        broker
+            .receive(
+                &dead_letter_destination("requeue", "g"),
+                Duration::from_millis(50)
+            )
+            .await
+            .is_none()
+    );
+    app.shutdown().await.expect("clean shutdown");
+}

@@ -17,6 +17,9 @@ pub enum SpecialOutcome {
     /// Do not retry; acknowledge the message and skip the DLQ
     /// (Spring's `ImmediateAcknowledgeAmqpException`).
     ImmediateAcknowledge,
+    /// Do not retry; return the message to the broker to be delivered again
+    /// (Spring's `RequeueCurrentMessageException`, used with polled consumers).
+    Requeue,
 }
 
 /// The error a user function returns.
@@ -91,6 +94,13 @@ impl FunctionError {
         Self::msg(message)
             .with_kind("immediate-acknowledge")
             .with_special(SpecialOutcome::ImmediateAcknowledge)
+    }
+
+    /// Requeue: no retry, the broker delivers the message again.
+    pub fn requeue(message: impl Into<String>) -> Self {
+        Self::msg(message)
+            .with_kind("requeue-current-message")
+            .with_special(SpecialOutcome::Requeue)
     }
 
     /// Sets the kind that `retryable-exceptions` matches.

@@ -25,7 +25,7 @@ pub use pollable::PollableConsumer;
 use self::binders::Binders;
 use self::bridge::Lru;
 use self::output::OutputBinding;
-use self::pipeline::{ConsumerIdentity, ConsumerPipeline, Invoker};
+use self::pipeline::{BatchInvoker, ConsumerIdentity, ConsumerPipeline, Invoker};
 use crate::binder::{
     BinderFactory, BinderRegistry, Binding, BindingState, Capability, ConsumerRequest,
     ProducerRequest,
@@ -148,6 +148,31 @@ impl StreamAppBuilder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
     {
         self.catalog.consumer(name, f);
+        self
+    }
+
+    /// Registers a function taking a whole batch (`consumer.batch-mode=true`): `Vec<I> -> O`.
+    pub fn batch_function<I, O, E, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        I: FunctionInput,
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        self.catalog.batch_function(name, f);
+        self
+    }
+
+    /// Registers a consumer of whole batches (`consumer.batch-mode=true`).
+    pub fn batch_consumer<I, E, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        I: FunctionInput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.catalog.batch_consumer(name, f);
         self
     }
 
@@ -322,6 +347,31 @@ impl StreamAppBuilder {
                         .as_ref()
                         .map(|o| o.conversion.clone())
                         .unwrap_or_else(|| in_ctx.clone());
+                    if in_props.consumer.batch_mode != f.is_batch() {
+                        return Err(StreamError::InvalidBinding {
+                            binding: in_name.clone(),
+                            reason: if f.is_batch() {
+                                format!(
+                                    "function `{}` takes batches; set `spring.cloud.stream.bindings.{in_name}.consumer.batch-mode=true`",
+                                    def.name()
+                                )
+                            } else {
+                                format!(
+                                    "`consumer.batch-mode` is true but function `{}` takes single messages; register it with batch_function/batch_consumer",
+                                    def.name()
+                                )
+                            },
+                        });
+                    }
+                    let batch_invoker = f.is_batch().then(|| {
+                        batch_function_invoker(
+                            f.clone(),
+                            in_ctx.clone(),
+                            out_ctx.clone(),
+                            output.clone(),
+                            bridge.clone(),
+                        )
+                    });
                     let invoker = function_invoker(f, in_ctx, out_ctx, output, bridge.clone());
                     let error_handler = match &in_props.error_handler_definition {
                         Some(name) => Some(self.error_handlers.get(name).cloned().ok_or_else(|| {
@@ -336,7 +386,7 @@ impl StreamAppBuilder {
                     };
                     consumers.extend(
                         shared
-                            .bind_input(&in_name, &in_props, invoker, error_handler)
+                            .bind_input(&in_name, &in_props, invoker, batch_invoker, error_handler)
                             .await?,
                     );
                 }
@@ -385,6 +435,30 @@ fn select_definitions(
     }
 }
 
+/// Sends a function's output: to the `sendto` destination if the header names one, else to the
+/// function's output binding.
+async fn route_output(
+    out: Option<crate::Message<bytes::Bytes>>,
+    output: Option<Arc<OutputBinding>>,
+    bridge: StreamBridge,
+) -> Result<(), FunctionError> {
+    let Some(mut out) = out else {
+        return Ok(());
+    };
+    let routed = out
+        .headers_mut()
+        .remove(names::SENDTO_DESTINATION)
+        .map(|v| v.to_string());
+    match (routed, output) {
+        (Some(destination), _) => bridge
+            .send_bytes(&destination, out)
+            .await
+            .map_err(FunctionError::new),
+        (None, Some(output)) => output.send(out).await.map_err(FunctionError::new),
+        (None, None) => Ok(()),
+    }
+}
+
 fn function_invoker(
     f: ErasedFunction,
     in_ctx: ConversionContext,
@@ -394,25 +468,24 @@ fn function_invoker(
 ) -> Invoker {
     Arc::new(move |message| {
         let call = f.call(Some(message), &in_ctx, &out_ctx);
-        let output = output.clone();
-        let bridge = bridge.clone();
-        Box::pin(async move {
-            let Some(mut out) = call.await? else {
-                return Ok(());
-            };
-            let routed = out
-                .headers_mut()
-                .remove(names::SENDTO_DESTINATION)
-                .map(|v| v.to_string());
-            match (routed, output) {
-                (Some(destination), _) => bridge
-                    .send_bytes(&destination, out)
-                    .await
-                    .map_err(FunctionError::new),
-                (None, Some(output)) => output.send(out).await.map_err(FunctionError::new),
-                (None, None) => Ok(()),
-            }
-        }) as BoxFuture<'static, Result<(), FunctionError>>
+        let (output, bridge) = (output.clone(), bridge.clone());
+        Box::pin(async move { route_output(call.await?, output, bridge).await })
+            as BoxFuture<'static, Result<(), FunctionError>>
+    })
+}
+
+fn batch_function_invoker(
+    f: ErasedFunction,
+    in_ctx: ConversionContext,
+    out_ctx: ConversionContext,
+    output: Option<Arc<OutputBinding>>,
+    bridge: StreamBridge,
+) -> BatchInvoker {
+    Arc::new(move |messages| {
+        let call = f.call_batch(messages, &in_ctx, &out_ctx);
+        let (output, bridge) = (output.clone(), bridge.clone());
+        Box::pin(async move { route_output(call.await?, output, bridge).await })
+            as BoxFuture<'static, Result<(), FunctionError>>
     })
 }
 
@@ -526,6 +599,7 @@ impl AppShared {
         binding: &str,
         props: &BindingProperties,
         invoker: Invoker,
+        batch_invoker: Option<BatchInvoker>,
         error_handler: Option<ErrorHandler>,
     ) -> Result<Vec<Box<dyn Binding>>, StreamError> {
         let binder = self
@@ -547,6 +621,7 @@ impl AppShared {
             let handler = Arc::new(ConsumerPipeline {
                 id: identity,
                 invoker: Arc::clone(&invoker),
+                batch_invoker: batch_invoker.clone(),
                 retry: retry.clone(),
                 errors: self.errors.clone(),
                 error_handler: error_handler.clone(),

@@ -17,6 +17,10 @@ use crate::retry::RetryPolicy;
 pub(crate) type Invoker =
     Arc<dyn Fn(Message<Bytes>) -> BoxFuture<'static, Result<(), FunctionError>> + Send + Sync>;
 
+/// The work done per attempt on a whole batch (`batch-mode=true`).
+pub(crate) type BatchInvoker =
+    Arc<dyn Fn(Vec<Message<Bytes>>) -> BoxFuture<'static, Result<(), FunctionError>> + Send + Sync>;
+
 /// Names of one consumer binding, resolved at bind time.
 #[derive(Clone, Debug)]
 pub(crate) struct ConsumerIdentity {
@@ -31,32 +35,80 @@ pub(crate) struct ConsumerIdentity {
 pub(crate) struct ConsumerPipeline {
     pub(crate) id: ConsumerIdentity,
     pub(crate) invoker: Invoker,
+    pub(crate) batch_invoker: Option<BatchInvoker>,
     pub(crate) retry: RetryPolicy,
     pub(crate) errors: ErrorChannels,
     pub(crate) error_handler: Option<ErrorHandler>,
 }
 
 impl ConsumerPipeline {
+    fn attempt_message(message: &Message<Bytes>, attempt: u32) -> Message<Bytes> {
+        let mut m = message.clone();
+        m.headers_mut().insert(
+            names::DELIVERY_ATTEMPT,
+            HeaderValue::I32(i32::try_from(attempt).unwrap_or(i32::MAX)),
+        );
+        m
+    }
+
     async fn process(&self, delivery: Delivery) -> Disposition {
         let Delivery { message, raw } = delivery;
         let invoker = &self.invoker;
         let outcome = self
             .retry
+            .run(|attempt| invoker(Self::attempt_message(&message, attempt)))
+            .await;
+        match outcome {
+            Ok(()) => Disposition::Ack,
+            Err(e) => {
+                self.failure(message, raw, Arc::new(e.error), e.attempts)
+                    .await
+            }
+        }
+    }
+
+    async fn process_batch(
+        &self,
+        invoker: &BatchInvoker,
+        deliveries: Vec<Delivery>,
+    ) -> Vec<Disposition> {
+        let (messages, raws): (Vec<_>, Vec<_>) =
+            deliveries.into_iter().map(|d| (d.message, d.raw)).unzip();
+        let outcome = self
+            .retry
             .run(|attempt| {
-                let mut m = message.clone();
-                m.headers_mut().insert(
-                    names::DELIVERY_ATTEMPT,
-                    HeaderValue::I32(i32::try_from(attempt).unwrap_or(i32::MAX)),
-                );
-                invoker(m)
+                invoker(
+                    messages
+                        .iter()
+                        .map(|m| Self::attempt_message(m, attempt))
+                        .collect(),
+                )
             })
             .await;
-        let exhausted = match outcome {
-            Ok(()) => return Disposition::Ack,
-            Err(e) => e,
-        };
-        let attempts = exhausted.attempts;
-        let error = Arc::new(exhausted.error);
+        match outcome {
+            Ok(()) => messages.iter().map(|_| Disposition::Ack).collect(),
+            Err(e) => {
+                let error = Arc::new(e.error);
+                let mut out = Vec::with_capacity(messages.len());
+                for (message, raw) in messages.into_iter().zip(raws) {
+                    out.push(
+                        self.failure(message, raw, Arc::clone(&error), e.attempts)
+                            .await,
+                    );
+                }
+                out
+            }
+        }
+    }
+
+    /// After the last attempt: special outcomes, error channel or error handler, recovery.
+    async fn failure(
+        &self,
+        message: Message<Bytes>,
+        raw: Option<Arc<dyn std::any::Any + Send + Sync>>,
+        error: Arc<FunctionError>,
+        attempts: u32,
+    ) -> Disposition {
         match error.special() {
             Some(SpecialOutcome::ImmediateAcknowledge) => {
                 tracing::debug!(error = %error, "immediate acknowledge requested; message dropped");
@@ -65,6 +117,10 @@ impl ConsumerPipeline {
             Some(SpecialOutcome::RejectAndDontRequeue) => {
                 tracing::warn!(error = %error, "reject-and-don't-requeue requested");
                 return Disposition::Reject { requeue: false };
+            }
+            Some(SpecialOutcome::Requeue) => {
+                tracing::debug!(error = %error, "requeue requested");
+                return Disposition::Reject { requeue: true };
             }
             _ => {}
         }
@@ -92,19 +148,44 @@ impl ConsumerPipeline {
             attempts,
         })
     }
+
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "stream.consume",
+            messaging.system = %self.id.binder_type,
+            messaging.destination.name = %self.id.destination,
+            messaging.consumer.group.name = self.id.group.as_deref().unwrap_or(""),
+            messaging.operation.name = operation,
+            binding = %self.id.binding,
+            messaging.batch.message_count = tracing::field::Empty,
+        )
+    }
 }
 
 #[async_trait]
 impl InboundHandler for ConsumerPipeline {
     async fn handle(&self, delivery: Delivery) -> Disposition {
-        let span = tracing::info_span!(
-            "stream.consume",
-            messaging.system = %self.id.binder_type,
-            messaging.destination.name = %self.id.destination,
-            messaging.consumer.group.name = self.id.group.as_deref().unwrap_or(""),
-            messaging.operation.name = "process",
-            binding = %self.id.binding,
-        );
-        self.process(delivery).instrument(span).await
+        self.process(delivery)
+            .instrument(self.span("process"))
+            .await
+    }
+
+    async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
+        match &self.batch_invoker {
+            Some(invoker) => {
+                let span = self.span("process");
+                span.record("messaging.batch.message_count", deliveries.len());
+                self.process_batch(invoker, deliveries)
+                    .instrument(span)
+                    .await
+            }
+            None => {
+                let mut out = Vec::with_capacity(deliveries.len());
+                for d in deliveries {
+                    out.push(self.handle(d).await);
+                }
+                out
+            }
+        }
     }
 }

@@ -114,6 +114,7 @@ impl PollableConsumer {
         let pipeline = ConsumerPipeline {
             id: self.identity.clone(),
             invoker,
+            batch_invoker: None,
             retry: self.retry.clone(),
             errors: self.errors.clone(),
             error_handler: None,

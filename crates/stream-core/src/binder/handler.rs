@@ -73,8 +73,22 @@ pub enum Disposition {
 ///
 /// A binder may call `handle` concurrently (up to the binding's concurrency); it settles the
 /// delivery by the returned [`Disposition`] unless the acknowledge mode says otherwise.
+///
+/// With `batch-mode=true` (binders declaring [`super::Capability::BatchConsumer`]), the binder
+/// hands a batch to `handle_batch` instead and settles each delivery by its own disposition;
+/// the function receives the whole batch as a `Vec`.
 #[async_trait]
 pub trait InboundHandler: Send + Sync + 'static {
     /// Converts, invokes the function with retry, routes errors, and says how to settle.
     async fn handle(&self, delivery: Delivery) -> Disposition;
+
+    /// Handles a batch: one disposition per delivery, in order. The default handles the
+    /// deliveries one by one.
+    async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            out.push(self.handle(d).await);
+        }
+        out
+    }
 }

@@ -50,12 +50,22 @@ type Invoke = dyn Fn(
     + Send
     + Sync;
 
+type InvokeBatch = dyn Fn(
+        Vec<Message<Bytes>>,
+        &ConversionContext,
+        &ConversionContext,
+    ) -> BoxFuture<'static, Result<Option<Message<Bytes>>, FunctionError>>
+    + Send
+    + Sync;
+
 /// A type-erased function: message in (none for suppliers), message out (none for consumers or
-/// when the function produced nothing).
+/// when the function produced nothing). A batch function takes all the messages of a batch at
+/// once (`batch-mode=true`).
 #[derive(Clone)]
 pub struct ErasedFunction {
     kind: FunctionKind,
     invoke: Arc<Invoke>,
+    batch: Option<Arc<InvokeBatch>>,
 }
 
 impl fmt::Debug for ErasedFunction {
@@ -86,6 +96,66 @@ impl ErasedFunction {
         self.kind
     }
 
+    /// Whether the function takes batches (`Vec` of inputs).
+    pub fn is_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Invokes a batch function with every message of a batch. A function registered for single
+    /// messages fails with an error saying so.
+    pub fn call_batch(
+        &self,
+        inputs: Vec<Message<Bytes>>,
+        input_ctx: &ConversionContext,
+        output_ctx: &ConversionContext,
+    ) -> BoxFuture<'static, Result<Option<Message<Bytes>>, FunctionError>> {
+        match &self.batch {
+            Some(batch) => batch(inputs, input_ctx, output_ctx),
+            None => Box::pin(async {
+                Err(FunctionError::msg(
+                    "a batch was delivered to a function that takes single messages; register it with batch_function/batch_consumer or set batch-mode=false",
+                ))
+            }),
+        }
+    }
+
+    fn batch<I, O, E, F, Fut>(kind: FunctionKind, f: F) -> Self
+    where
+        I: FunctionInput,
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let batch: Arc<InvokeBatch> = Arc::new(move |inputs, in_ctx, out_ctx| {
+            let f = Arc::clone(&f);
+            let out_ctx = out_ctx.clone();
+            let prepared: Result<Vec<I>, FunctionError> = inputs
+                .into_iter()
+                .map(|m| I::from_message(m, in_ctx).map_err(FunctionError::new))
+                .collect();
+            Box::pin(async move {
+                let output = f(prepared?).await.map_err(Into::into)?;
+                if kind == FunctionKind::Consumer {
+                    return Ok(None);
+                }
+                output.into_message(&out_ctx).map_err(FunctionError::new)
+            })
+        });
+        Self {
+            kind,
+            invoke: Arc::new(|_, _, _| {
+                Box::pin(async {
+                    Err(FunctionError::msg(
+                        "a single message was delivered to a batch function; set the binding's consumer.batch-mode=true",
+                    ))
+                })
+            }),
+            batch: Some(batch),
+        }
+    }
+
     /// Invokes the function. `input_ctx` converts the input, `output_ctx` the output.
     pub fn call(
         &self,
@@ -107,6 +177,7 @@ impl ErasedFunction {
         let f = Arc::new(f);
         Self {
             kind: FunctionKind::Function,
+            batch: None,
             invoke: Arc::new(move |input, in_ctx, out_ctx| {
                 let f = Arc::clone(&f);
                 let out_ctx = out_ctx.clone();
@@ -145,6 +216,7 @@ impl ErasedFunction {
         let f = Arc::new(f);
         Self {
             kind: FunctionKind::Consumer,
+            batch: None,
             invoke: Arc::new(move |input, in_ctx, _| {
                 let f = Arc::clone(&f);
                 let prepared = input
@@ -168,6 +240,7 @@ impl ErasedFunction {
         let f = Arc::new(f);
         Self {
             kind: FunctionKind::Supplier,
+            batch: None,
             invoke: Arc::new(move |_, _, out_ctx| {
                 let f = Arc::clone(&f);
                 let out_ctx = out_ctx.clone();
@@ -181,6 +254,9 @@ impl ErasedFunction {
 
     /// Composes `self | next`: the output of `self` (as a message) becomes the input of `next`.
     fn then(self, next: ErasedFunction) -> Result<ErasedFunction, String> {
+        if self.is_batch() || next.is_batch() {
+            return Err("batch functions cannot be composed".into());
+        }
         let kind = match (self.kind, next.kind) {
             (FunctionKind::Consumer, _) => {
                 return Err("a consumer can only be the last part of a composition".into());
@@ -198,6 +274,7 @@ impl ErasedFunction {
         let second = next.invoke;
         Ok(ErasedFunction {
             kind,
+            batch: None,
             invoke: Arc::new(move |input, in_ctx, out_ctx| {
                 // Between parts, payloads travel as JSON unless a part says otherwise.
                 let mid = ConversionContext {
@@ -316,6 +393,37 @@ impl FunctionCatalog {
     {
         self.functions
             .insert(name.into(), ErasedFunction::supplier(f));
+        self
+    }
+
+    /// Registers a function taking a whole batch (`batch-mode=true`): `Vec<I> -> O`.
+    pub fn batch_function<I, O, E, F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        I: FunctionInput,
+        O: FunctionOutput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        self.functions.insert(
+            name.into(),
+            ErasedFunction::batch(FunctionKind::Function, f),
+        );
+        self
+    }
+
+    /// Registers a consumer of whole batches (`batch-mode=true`).
+    pub fn batch_consumer<I, E, F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        I: FunctionInput,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.functions.insert(
+            name.into(),
+            ErasedFunction::batch(FunctionKind::Consumer, f),
+        );
         self
     }
 

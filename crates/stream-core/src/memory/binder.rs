@@ -97,16 +97,18 @@ impl InMemoryBinder {
         }
     }
 
-    fn ack_mode(&self, request: &ConsumerRequest) -> Result<AckMode, BinderError> {
+    fn consumer_properties(
+        &self,
+        request: &ConsumerRequest,
+    ) -> Result<MemoryConsumerProperties, BinderError> {
         self.environment
             .extended_consumer::<MemoryConsumerProperties>(
                 MEMORY_BINDER_TYPE,
                 &request.binding_name,
             )
-            .map(|p| p.acknowledge_mode)
             .map_err(|e| BinderError::InvalidProperty {
                 key: format!(
-                    "spring.cloud.stream.memory.bindings.{}.consumer.acknowledge-mode",
+                    "spring.cloud.stream.memory.bindings.{}.consumer",
                     request.binding_name
                 ),
                 reason: e.to_string(),
@@ -224,6 +226,7 @@ impl Binder for InMemoryBinder {
             Capability::ConsumerGroups,
             Capability::DeadLetter,
             Capability::RequiredGroups,
+            Capability::BatchConsumer,
         ]
         .into_iter()
         .collect()
@@ -240,7 +243,12 @@ impl Binder for InMemoryBinder {
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Box<dyn Binding>, BinderError> {
         let p = provisioned(&destination)?;
-        let ack_mode = self.ack_mode(&request)?;
+        let ext = self.consumer_properties(&request)?;
+        let ack_mode = ext.acknowledge_mode;
+        let batch_size = request
+            .properties
+            .batch_mode
+            .then_some(ext.batch_size.max(1) as usize);
         let consumer = Arc::new(Settler {
             broker: self.broker.clone(),
             destination: request.destination.clone(),
@@ -252,6 +260,7 @@ impl Binder for InMemoryBinder {
             name: request.binding_name.clone(),
             queues: p.queues.clone(),
             concurrency: request.properties.concurrency.max(1),
+            batch_size,
             handler,
             settler: consumer,
             broker: self.broker.clone(),
@@ -290,7 +299,7 @@ impl Binder for InMemoryBinder {
                 broker: self.broker.clone(),
                 destination: request.destination.clone(),
                 dead_letter: p.dead_letter.clone(),
-                ack_mode: self.ack_mode(&request)?,
+                ack_mode: self.consumer_properties(&request)?.acknowledge_mode,
             }),
         }))
     }
@@ -329,12 +338,13 @@ impl Acknowledger for QueueAck {
 }
 
 impl Settler {
-    async fn deliver(
+    /// The delivery for a message, plus what settling it needs: the original and the manual
+    /// acknowledgment handle.
+    fn prepare(
         &self,
         queue: &Arc<Queue>,
-        handler: &dyn InboundHandler,
         mut message: Message<Bytes>,
-    ) {
+    ) -> (Delivery, Message<Bytes>, Option<Acknowledgment>) {
         let original = message.clone();
         let ack = (self.ack_mode == AckMode::Manual).then(|| {
             Acknowledgment::new(Arc::new(QueueAck {
@@ -343,12 +353,51 @@ impl Settler {
             }))
         });
         message.set_acknowledgment(ack.clone());
-        let disposition = handler.handle(Delivery::new(message)).await;
+        (Delivery::new(message), original, ack)
+    }
+
+    async fn deliver(
+        &self,
+        queue: &Arc<Queue>,
+        handler: &dyn InboundHandler,
+        message: Message<Bytes>,
+    ) {
+        let (delivery, original, ack) = self.prepare(queue, message);
+        let disposition = handler.handle(delivery).await;
+        self.settle(queue, original, ack.as_ref(), disposition);
+    }
+
+    async fn deliver_batch(
+        &self,
+        queue: &Arc<Queue>,
+        handler: &dyn InboundHandler,
+        messages: Vec<Message<Bytes>>,
+    ) {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        let mut settle = Vec::with_capacity(messages.len());
+        for m in messages {
+            let (d, original, ack) = self.prepare(queue, m);
+            deliveries.push(d);
+            settle.push((original, ack));
+        }
+        let dispositions = handler.handle_batch(deliveries).await;
+        for ((original, ack), disposition) in settle.into_iter().zip(dispositions) {
+            self.settle(queue, original, ack.as_ref(), disposition);
+        }
+    }
+
+    fn settle(
+        &self,
+        queue: &Arc<Queue>,
+        original: Message<Bytes>,
+        ack: Option<&Acknowledgment>,
+        disposition: Disposition,
+    ) {
         if self.ack_mode == AckMode::None {
             // Settled on delivery: nothing can be requeued or dead-lettered.
             return;
         }
-        if ack.as_ref().is_some_and(Acknowledgment::is_settled) {
+        if ack.is_some_and(Acknowledgment::is_settled) {
             return;
         }
         match disposition {
@@ -379,6 +428,8 @@ struct MemoryConsumerBinding {
     name: String,
     queues: Vec<Arc<Queue>>,
     concurrency: u32,
+    /// `Some(n)` in batch mode: hand up to `n` waiting messages at once.
+    batch_size: Option<usize>,
     handler: Arc<dyn InboundHandler>,
     settler: Arc<Settler>,
     broker: InMemoryBroker,
@@ -428,6 +479,7 @@ impl Binding for MemoryConsumerBinding {
                 let handler = Arc::clone(&self.handler);
                 let settler = Arc::clone(&self.settler);
                 let mut run = self.run.subscribe();
+                let batch_size = self.batch_size;
                 workers.push(tokio::spawn(async move {
                     loop {
                         let message = tokio::select! {
@@ -435,7 +487,19 @@ impl Binding for MemoryConsumerBinding {
                             _ = run.wait_for(|r| !*r) => break,
                             m = queue.pop() => m,
                         };
-                        settler.deliver(&queue, &*handler, message).await;
+                        match batch_size {
+                            None => settler.deliver(&queue, &*handler, message).await,
+                            Some(n) => {
+                                let mut batch = vec![message];
+                                while batch.len() < n {
+                                    match queue.try_pop() {
+                                        Some(m) => batch.push(m),
+                                        None => break,
+                                    }
+                                }
+                                settler.deliver_batch(&queue, &*handler, batch).await;
+                            }
+                        }
                     }
                 }));
             }

@@ -14,6 +14,9 @@ stream_config::properties! {
         /// Who settles a message: AUTO (by the function's result), MANUAL (the function, through
         /// the message's acknowledgment) or NONE (settled on delivery).
         pub acknowledge_mode: AckMode = AckMode::Auto,
+        /// With `batch-mode=true`: the most messages handed to the function at once (what is
+        /// waiting, up to this many).
+        pub batch_size: u32 = 10,
     }
 
     /// Producer properties of the in-memory binder (none yet).
