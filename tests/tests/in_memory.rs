@@ -808,3 +808,84 @@ async fn requeue_outcome_redelivers_without_retry() {
     );
     app.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn supplier_on_a_cron_schedule() {
+    let broker = InMemoryBroker::new();
+    broker.capture("cron-ticks");
+    let app = StreamApp::builder()
+        .environment(env(&[
+            (
+                "spring.cloud.stream.bindings.tick-out-0.destination",
+                "cron-ticks",
+            ),
+            (
+                "spring.cloud.stream.bindings.tick-out-0.producer.poller.cron",
+                "* * * * * *",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .supplier("tick", || async {
+            Ok::<_, FunctionError>("tick".to_owned())
+        })
+        .build()
+        .await
+        .expect("binds");
+    let first = broker.receive("cron-ticks", Duration::from_secs(3)).await;
+    assert!(first.is_some(), "a tick within a second or so");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn malformed_cron_fails_at_bind_time_naming_the_key() {
+    let err = StreamApp::builder()
+        .environment(env(&[(
+            "spring.cloud.stream.bindings.tick-out-0.producer.poller.cron",
+            "0 9 * * *",
+        )]))
+        .binder(InMemoryBinderFactory::default())
+        .supplier("tick", || async { Ok::<_, FunctionError>(1) })
+        .build()
+        .await
+        .expect_err("five fields");
+    assert!(err.to_string().contains("poller.cron"), "{err}");
+}
+
+#[tokio::test]
+async fn retry_template_name_selects_a_registered_policy() {
+    let broker = InMemoryBroker::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.bindings.f-in-0.destination", "rt"),
+            ("spring.cloud.stream.bindings.f-in-0.group", "g"),
+            (
+                "spring.cloud.stream.bindings.f-in-0.consumer.retry-template-name",
+                "once",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .retry_policy("once", stream_core::retry::RetryPolicy::no_retry())
+        .consumer("f", move |_: String| {
+            let c = Arc::clone(&c);
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(FunctionError::msg("fails"))
+            }
+        })
+        .build()
+        .await
+        .expect("binds");
+    broker.send("rt", Message::bytes("x"));
+    broker
+        .receive(&dead_letter_destination("rt", "g"), WAIT)
+        .await
+        .expect("dead-lettered");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the registered policy makes one attempt"
+    );
+    app.shutdown().await.expect("clean shutdown");
+}

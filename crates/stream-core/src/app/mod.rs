@@ -81,6 +81,7 @@ pub struct StreamAppBuilder {
     extractors: HashMap<String, Arc<dyn PartitionKeyExtractor>>,
     selectors: HashMap<String, Arc<dyn PartitionSelector>>,
     shutdown_timeout: Option<Duration>,
+    retry_policies: HashMap<String, RetryPolicy>,
 }
 
 impl std::fmt::Debug for StreamAppBuilder {
@@ -104,7 +105,15 @@ impl StreamAppBuilder {
             extractors: HashMap::new(),
             selectors: HashMap::new(),
             shutdown_timeout: None,
+            retry_policies: HashMap::new(),
         }
+    }
+
+    /// Registers a retry policy that bindings name in `consumer.retry-template-name`; it
+    /// replaces the policy built from their `max-attempts`/`back-off-*` properties.
+    pub fn retry_policy(mut self, name: &str, policy: RetryPolicy) -> Self {
+        self.retry_policies.insert(name.to_owned(), policy);
+        self
     }
 
     /// The configuration; without it, [`Environment::standard`] is loaded (application files,
@@ -276,6 +285,7 @@ impl StreamAppBuilder {
             errors,
             extractors: self.extractors,
             selectors: self.selectors,
+            retry_policies: self.retry_policies,
         });
         let definitions = select_definitions(&config, &self.catalog)?;
         let functions: Vec<(FunctionDefinition, ErasedFunction)> = definitions
@@ -497,6 +507,7 @@ pub(crate) struct AppShared {
     pub(crate) errors: ErrorChannels,
     pub(crate) extractors: HashMap<String, Arc<dyn PartitionKeyExtractor>>,
     pub(crate) selectors: HashMap<String, Arc<dyn PartitionSelector>>,
+    pub(crate) retry_policies: HashMap<String, RetryPolicy>,
 }
 
 fn require(
@@ -535,9 +546,23 @@ impl AppShared {
         }
     }
 
-    pub(crate) fn retry_policy(&self, props: &BindingProperties) -> RetryPolicy {
+    pub(crate) fn retry_policy(
+        &self,
+        binding: &str,
+        props: &BindingProperties,
+    ) -> Result<RetryPolicy, StreamError> {
         let c = &props.consumer;
-        RetryPolicy::new(
+        if let Some(name) = &c.retry_template_name {
+            return self.retry_policies.get(name).cloned().ok_or_else(|| {
+                StreamError::InvalidBinding {
+                    binding: binding.to_owned(),
+                    reason: format!(
+                        "`consumer.retry-template-name` names `{name}`, which is not registered with StreamAppBuilder::retry_policy"
+                    ),
+                }
+            });
+        }
+        Ok(RetryPolicy::new(
             c.max_attempts,
             BackOff::new(
                 c.back_off_initial_interval,
@@ -546,7 +571,7 @@ impl AppShared {
             ),
             c.default_retryable,
             c.retryable_exceptions.clone(),
-        )
+        ))
     }
 
     /// Builds the consumer request for one destination of an input binding.
@@ -606,7 +631,7 @@ impl AppShared {
             .binders
             .resolve(binding, props.binder.as_deref())
             .await?;
-        let retry = self.retry_policy(props);
+        let retry = self.retry_policy(binding, props)?;
         let mut bound = Vec::new();
         for destination in split_destinations(props.destination_or(binding)) {
             let request = self.consumer_request(binding, props, &destination)?;

@@ -90,7 +90,7 @@ pub(crate) async fn bind(
         },
         source,
         ctx: shared.conversion_context(&props, props.consumer.use_native_decoding),
-        retry: shared.retry_policy(&props),
+        retry: shared.retry_policy(binding, &props)?,
         errors: shared.errors.clone(),
     })
 }

@@ -22,14 +22,19 @@ pub(crate) fn spawn_supplier(
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, StreamError> {
     let poller = &props.producer.poller;
-    if let Some(cron) = &poller.cron {
-        return Err(StreamError::InvalidBinding {
-            binding: output.binding.clone(),
-            reason: format!(
-                "`poller.cron` (`{cron}`) is not supported yet; use `poller.fixed-delay`"
-            ),
-        });
-    }
+    let cron = poller
+        .cron
+        .as_deref()
+        .map(|expr| {
+            parse_cron(expr).map_err(|reason| StreamError::InvalidBinding {
+                binding: output.binding.clone(),
+                reason: format!(
+                    "`spring.cloud.stream.bindings.{}.producer.poller.cron` = `{expr}`: {reason}",
+                    output.binding
+                ),
+            })
+        })
+        .transpose()?;
     let initial = poller.initial_delay;
     let delay = poller.fixed_delay;
     let per_poll = poller.max_messages_per_poll.max(1);
@@ -55,13 +60,43 @@ pub(crate) fn spawn_supplier(
                         }
                     }
                 }
-                if !pause(&mut stop, delay).await {
+                let wait = match &cron {
+                    Some(cron) => until_next(cron),
+                    None => delay,
+                };
+                if !pause(&mut stop, wait).await {
                     return;
                 }
             }
         }
         .instrument(span),
     ))
+}
+
+/// Parses a Spring cron expression: six fields (second minute hour day-of-month month
+/// day-of-week), day-of-week 0-7 or MON-SUN, both day fields must match when both are given.
+pub(crate) fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .year(croner::parser::Year::Disallowed)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| {
+            format!("{e}; expected six fields: second minute hour day-of-month month day-of-week")
+        })
+}
+
+/// Time until the cron expression's next occurrence (local time, as Spring's scheduler).
+fn until_next(cron: &croner::Cron) -> Duration {
+    let now = chrono::Local::now();
+    match cron.find_next_occurrence(&now, false) {
+        Ok(next) => (next - now).to_std().unwrap_or(Duration::ZERO),
+        Err(e) => {
+            tracing::error!(error = %e, "cron expression has no next occurrence; polling stops");
+            Duration::MAX
+        }
+    }
 }
 
 /// Sleeps; false when stopped meanwhile.
@@ -163,5 +198,26 @@ pub(crate) async fn graceful(app: StreamApp) -> Result<(), StreamError> {
             tracing::error!("{p}");
         }
         Err(StreamError::Shutdown(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spring_cron_has_six_fields_and_sunday_is_0_or_7() {
+        assert!(parse_cron("*/5 * * * * *").is_ok());
+        assert!(parse_cron("0 0 9 * * MON-FRI").is_ok());
+        assert!(parse_cron("0 0 9 * * 0,7").is_ok());
+        let err = parse_cron("0 9 * * *").unwrap_err();
+        assert!(err.contains("six fields"), "{err}");
+        assert!(parse_cron("not a cron").is_err());
+    }
+
+    #[test]
+    fn next_occurrence_is_within_the_period() {
+        let every_second = parse_cron("* * * * * *").unwrap();
+        assert!(until_next(&every_second) <= Duration::from_secs(1));
     }
 }
