@@ -1,17 +1,20 @@
 //! The binder, its provisioner and its factory.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use stream_config::{Environment, ExtensionSchema};
-use stream_core::BinderError;
 use stream_core::binder::{
     Binder, BinderContext, BinderFactory, Binding, Capabilities, Capability, ConsumerDestination,
-    ConsumerRequest, InboundHandler, Producer, ProducerDestination, ProducerRequest, Provisioner,
+    ConsumerRequest, InboundHandler, PollableSource, Producer, ProducerDestination,
+    ProducerRequest, Provisioner,
 };
 use stream_core::expression::Expression;
+use stream_core::{BinderError, Message};
 use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +25,8 @@ use crate::config::{
 use crate::connection::{ConnectionFactory, ConnectionSlot};
 use crate::consumer::{ConsumerContext, RabbitConsumerBinding};
 use crate::headers::HeaderPatterns;
-use crate::producer::{RabbitProducer, RoutingKey};
+use crate::polled::RabbitPollableSource;
+use crate::producer::{Batching, ConfirmAckCallback, ProducerOptions, RabbitProducer, RoutingKey};
 use crate::provisioning::{
     self, ConsumerInputs, ConsumerTopology, DeclarationPlan, ProducerTopology, short,
 };
@@ -37,8 +41,11 @@ pub(crate) struct Shared {
     /// Publishing (and republishing to DLQs), kept apart so a blocked publisher never stalls consumers.
     pub(crate) publisher: ConnectionSlot,
     pub(crate) connection: RabbitConnectionProperties,
+    pub(crate) binder: RabbitBinderProperties,
     pub(crate) environment: Environment,
     pub(crate) shutdown: CancellationToken,
+    /// Confirm-ack callbacks by the name `confirm-ack-channel` gives.
+    pub(crate) confirm_acks: std::sync::Mutex<HashMap<String, ConfirmAckCallback>>,
 }
 
 fn config_error(binding: &str, kind: &str, e: stream_config::ConfigError) -> BinderError {
@@ -274,8 +281,10 @@ impl RabbitBinder {
             consumer: ConnectionSlot::new(factory.clone(), "consumer"),
             publisher: ConnectionSlot::new(factory, "publisher"),
             connection,
+            binder,
             environment,
             shutdown: CancellationToken::new(),
+            confirm_acks: std::sync::Mutex::new(HashMap::new()),
         });
         Ok(RabbitBinder {
             provisioner: RabbitProvisioner {
@@ -283,6 +292,27 @@ impl RabbitBinder {
             },
             shared,
         })
+    }
+
+    /// Registers the callback a producer's `confirm-ack-channel=<name>` names: it receives each
+    /// message the broker confirmed (with header `amqp_publishConfirm=true`). Spring sends these
+    /// to a message channel of that name; this binder has no binder-to-application channel, so
+    /// the application registers a callback instead (e.g. one forwarding to a Tokio channel).
+    pub fn with_confirm_ack_callback(
+        self,
+        name: impl Into<String>,
+        callback: impl Fn(Message<Bytes>) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_confirm_ack(name.into(), Arc::new(callback));
+        self
+    }
+
+    fn register_confirm_ack(&self, name: String, callback: ConfirmAckCallback) {
+        self.shared
+            .confirm_acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, callback);
     }
 
     /// The negotiated `frame_max` of the publisher connection, when connected.
@@ -295,32 +325,14 @@ impl RabbitBinder {
     }
 }
 
-#[async_trait]
-impl Binder for RabbitBinder {
-    fn binder_type(&self) -> &str {
-        BINDER_TYPE
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-            .with(Capability::ManualAck)
-            .with(Capability::NoAck)
-            .with(Capability::Partitioning)
-            .with(Capability::ConsumerGroups)
-            .with(Capability::DeadLetter)
-            .with(Capability::RequiredGroups)
-    }
-
-    fn provisioner(&self) -> &dyn Provisioner {
-        &self.provisioner
-    }
-
-    async fn bind_consumer(
+impl RabbitBinder {
+    /// What a consumer (pushed or polled) needs, resolved at bind time.
+    fn consumer_context(
         &self,
-        request: ConsumerRequest,
-        destination: ConsumerDestination,
-        handler: Arc<dyn InboundHandler>,
-    ) -> Result<Box<dyn Binding>, BinderError> {
+        request: &ConsumerRequest,
+        destination: &ConsumerDestination,
+        handler: Option<Arc<dyn InboundHandler>>,
+    ) -> Result<Arc<ConsumerContext>, BinderError> {
         let props = self.shared.consumer_properties(&request.binding_name)?;
         if props.container_type == ContainerType::Stream {
             return Err(BinderError::Unsupported {
@@ -328,9 +340,6 @@ impl Binder for RabbitBinder {
                 binding: request.binding_name.clone(),
                 feature: "container-type stream".to_owned(),
             });
-        }
-        if props.transacted {
-            tracing::warn!(binding = %request.binding_name, "transacted consumers are not implemented yet; the property is ignored");
         }
         let topology = match destination.extra::<ConsumerTopology>() {
             Some(t) => t.clone(),
@@ -369,6 +378,7 @@ impl Binder for RabbitBinder {
             patterns: HeaderPatterns::new(&props.header_patterns),
             concurrency: request.properties.concurrency.max(1),
             max_attempts: request.properties.max_attempts,
+            batch_mode: request.properties.batch_mode,
             props,
             shared: self.shared.clone(),
             handler,
@@ -376,8 +386,54 @@ impl Binder for RabbitBinder {
             republish_ok: OnceCell::new(),
             republish_channel: Mutex::new(None),
         });
+        Ok(ctx)
+    }
+}
+
+#[async_trait]
+impl Binder for RabbitBinder {
+    fn binder_type(&self) -> &str {
+        BINDER_TYPE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .with(Capability::ManualAck)
+            .with(Capability::NoAck)
+            .with(Capability::Partitioning)
+            .with(Capability::ConsumerGroups)
+            .with(Capability::DeadLetter)
+            .with(Capability::RequiredGroups)
+            .with(Capability::PollableConsumer)
+            .with(Capability::Transactions)
+            .with(Capability::BatchConsumer)
+    }
+
+    fn provisioner(&self) -> &dyn Provisioner {
+        &self.provisioner
+    }
+
+    async fn bind_consumer(
+        &self,
+        request: ConsumerRequest,
+        destination: ConsumerDestination,
+        handler: Arc<dyn InboundHandler>,
+    ) -> Result<Box<dyn Binding>, BinderError> {
+        let ctx = self.consumer_context(&request, &destination, Some(handler))?;
         let binding = RabbitConsumerBinding::start_new(ctx).await?;
         Ok(Box::new(binding))
+    }
+
+    async fn bind_pollable(
+        &self,
+        request: ConsumerRequest,
+        destination: ConsumerDestination,
+    ) -> Result<Box<dyn PollableSource>, BinderError> {
+        let ctx = self.consumer_context(&request, &destination, None)?;
+        Ok(Box::new(RabbitPollableSource {
+            ctx,
+            channel: Mutex::new(None),
+        }))
     }
 
     async fn bind_producer(
@@ -392,16 +448,6 @@ impl Binder for RabbitBinder {
                 request.binding_name
             )
         };
-        for (on, what) in [
-            (props.batching_enabled, "batching-enabled"),
-            (props.compress, "compress"),
-            (props.transacted, "transacted"),
-            (props.delay_expression.is_some(), "delay-expression"),
-        ] {
-            if on {
-                tracing::warn!(binding = %request.binding_name, property = what, "not implemented yet; the property is ignored");
-            }
-        }
         let (exchange, dest) = match destination.extra::<ProducerTopology>() {
             Some(t) => (t.exchange.clone(), t.destination.clone()),
             None => (destination.name.clone(), request.destination.clone()),
@@ -421,17 +467,77 @@ impl Binder for RabbitBinder {
             (None, Some(rk)) => RoutingKey::fixed(rk, partitions),
             (None, None) => RoutingKey::fixed(&dest, partitions),
         };
-        let producer = RabbitProducer {
+        let delay = props
+            .delay_expression
+            .as_deref()
+            .map(|e| {
+                Expression::parse(e).map_err(|e| BinderError::InvalidProperty {
+                    key: key("delay-expression"),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let confirms = self.shared.connection.publisher_confirm_type != ConfirmType::None;
+        let confirm_ack = match &props.confirm_ack_channel {
+            None => None,
+            Some(name) => {
+                let cb = self
+                    .shared
+                    .confirm_acks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(name)
+                    .cloned();
+                if cb.is_none() {
+                    tracing::warn!(binding = %request.binding_name, confirm_ack_channel = %name,
+                        "no confirm-ack callback is registered under this name (RabbitBinderFactory::with_confirm_ack_callback); acks are not reported");
+                }
+                if !confirms {
+                    tracing::warn!(binding = %request.binding_name,
+                        "confirm-ack-channel needs spring.rabbitmq.publisher-confirm-type=correlated; acks are not reported");
+                }
+                cb.filter(|_| confirms)
+            }
+        };
+        if props.transacted && confirms {
+            tracing::info!(binding = %request.binding_name, "transacted producer: tx.commit replaces publisher confirms on its channel");
+        }
+        let mandatory =
+            request.properties.error_channel_enabled && self.shared.connection.publisher_returns;
+        if request.properties.error_channel_enabled && !confirms {
+            tracing::warn!(binding = %request.binding_name,
+                "error-channel-enabled without publisher confirms: returns and nacks are not reported (set spring.rabbitmq.publisher-confirm-type=correlated and publisher-returns=true)");
+        }
+        let producer = Arc::new(RabbitProducer {
             binding_name: request.binding_name.clone(),
             shared: self.shared.clone(),
             exchange: short(&exchange).map_err(|e| e.into_binder_error(&exchange))?,
             routing,
             patterns: HeaderPatterns::new(&props.header_patterns),
-            delivery_mode: props.delivery_mode.amqp_value(),
-            confirms: self.shared.connection.publisher_confirm_type != ConfirmType::None,
+            options: ProducerOptions {
+                delivery_mode: props.delivery_mode.amqp_value(),
+                confirms,
+                mandatory,
+                transacted: props.transacted,
+                compress: props
+                    .compress
+                    .then_some(self.shared.binder.compression_level),
+                delay,
+                confirm_ack,
+            },
+            batching: props.batching_enabled.then(|| {
+                Batching::new(
+                    props.batch_size,
+                    props.batch_buffer_limit,
+                    props.batch_timeout,
+                )
+            }),
             channel: Mutex::new(None),
+            tx_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
-        };
+            stop: self.shared.shutdown.child_token(),
+        });
+        producer.spawn_batch_timer();
         // Open the channel now when the broker is there; later otherwise.
         if let Err(e) = producer.channel().await {
             if !e.is_transient() {
@@ -439,7 +545,7 @@ impl Binder for RabbitBinder {
             }
             tracing::warn!(binding = %request.binding_name, error = %e, "publishing channel not open yet; sends retry connecting");
         }
-        Ok(Arc::new(producer))
+        Ok(producer)
     }
 
     async fn close(&self) -> Result<(), BinderError> {
@@ -451,13 +557,37 @@ impl Binder for RabbitBinder {
 }
 
 /// Creates [`RabbitBinder`]s; register it with the application under type `rabbit`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RabbitBinderFactory;
+#[derive(Default, Clone)]
+pub struct RabbitBinderFactory {
+    confirm_acks: Vec<(String, ConfirmAckCallback)>,
+}
+
+impl std::fmt::Debug for RabbitBinderFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitBinderFactory")
+            .field(
+                "confirm_ack_callbacks",
+                &self.confirm_acks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
 
 impl RabbitBinderFactory {
     /// A factory.
     pub fn new() -> Self {
-        RabbitBinderFactory
+        RabbitBinderFactory::default()
+    }
+
+    /// Registers the callback that producers with `confirm-ack-channel=<name>` hand each
+    /// confirmed message to (see [`RabbitBinder::with_confirm_ack_callback`]).
+    pub fn with_confirm_ack_callback(
+        mut self,
+        name: impl Into<String>,
+        callback: impl Fn(Message<Bytes>) + Send + Sync + 'static,
+    ) -> Self {
+        self.confirm_acks.push((name.into(), Arc::new(callback)));
+        self
     }
 }
 
@@ -477,6 +607,10 @@ impl BinderFactory for RabbitBinderFactory {
 
     async fn create(&self, context: BinderContext) -> Result<Arc<dyn Binder>, BinderError> {
         tracing::debug!(binder = %context.name, "creating RabbitMQ binder");
-        Ok(Arc::new(RabbitBinder::new(context.environment)?))
+        let binder = RabbitBinder::new(context.environment)?;
+        for (name, cb) in &self.confirm_acks {
+            binder.register_confirm_ack(name.clone(), cb.clone());
+        }
+        Ok(Arc::new(binder))
     }
 }

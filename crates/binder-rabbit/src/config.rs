@@ -139,9 +139,9 @@ stream_config::properties! {
         pub connection_timeout: Option<Duration> = None,
         /// Requested heartbeat; a bare number is seconds (Spring Boot); 60 s when not set.
         pub requested_heartbeat: Option<String> = None,
-        /// Publisher confirms: none, simple or correlated (each send then waits for its confirm).
+        /// Publisher confirms: none (fire-and-forget), simple or correlated (each send waits for its own confirm; many in flight).
         pub publisher_confirm_type: ConfirmType = ConfirmType::None,
-        /// Whether publisher returns are enabled (returned messages are logged; error channels are not yet wired).
+        /// Whether publisher returns are enabled: producers with `error-channel-enabled` then publish mandatory and report returned messages.
         pub publisher_returns: bool = false,
     }
 
@@ -151,8 +151,10 @@ stream_config::properties! {
         pub admin_addresses: Vec<String> = Vec::new(),
         /// Cluster node names for queue affinity (accepted; queue affinity is not implemented yet).
         pub nodes: Vec<String> = Vec::new(),
-        /// Compression level for `compress=true` producers (1 = fastest).
+        /// Gzip level for `compress=true` producers (0-9; 1 = fastest).
         pub compression_level: u32 = 1,
+        /// Largest body a consumer inflates from a gzip/zip/deflate message (bytes); a larger one is a failed message (bomb guard).
+        pub max_decompressed_size: u64 = 100 * 1024 * 1024,
         /// Connection name prefix; connections are named `<prefix>#<n>`.
         pub connection_name_prefix: Option<String> = None,
     }
@@ -281,17 +283,17 @@ stream_config::properties! {
         pub republish_to_dlq: bool = true,
         /// Queue `x-single-active-consumer`.
         pub single_active_consumer: bool = false,
-        /// Transacted channel (not implemented yet).
+        /// Transacted channel: the ack, the DLQ republish and the function's publishes (same binder, same task) commit together.
         pub transacted: bool = false,
         /// Queue `x-message-ttl` (ms).
         pub ttl: Option<u32> = None,
         /// Deliveries between acks (deprecated; acks are per message).
         pub tx_size: u32 = 1,
-        /// Consumer-side batch size for batch-mode (not implemented yet).
+        /// Deliveries collected into one batch-mode call when `enable-batching` is set (prefetch is raised to it).
         pub batch_size: u32 = 1,
-        /// Create batches from consecutive deliveries (not implemented yet).
+        /// With batch-mode, collect consecutive deliveries (up to `batch-size`) into one call.
         pub enable_batching: bool = false,
-        /// Time to wait for a batch to fill (not implemented yet).
+        /// With `enable-batching`, how long to wait for a batch to fill before handing over a partial one.
         pub receive_timeout: Duration = Duration::from_millis(1000),
     }
 
@@ -299,13 +301,13 @@ stream_config::properties! {
     pub struct RabbitProducerProperties {
         /// Declare DLQs for the required groups and bind them to the DLX.
         pub auto_bind_dlq: bool = false,
-        /// Batch messages (not applied yet).
+        /// Batch messages in Spring's `lengthHeader4` format (one batch per routing key).
         pub batching_enabled: bool = false,
-        /// Messages per batch (not applied yet).
+        /// Messages per batch.
         pub batch_size: u32 = 100,
-        /// Maximum batch size in bytes (not applied yet).
+        /// Maximum batch body in bytes (4 bytes of length per message included).
         pub batch_buffer_limit: u32 = 10000,
-        /// Time after which a partial batch is sent (not applied yet).
+        /// Idle time since the last send after which partial batches are sent.
         pub batch_timeout: Duration = Duration::from_millis(5000),
         /// Routing key binding required-group queues; `#` (or `<destination>-<n>` when partitioned) when not set.
         pub binding_routing_key: Option<String> = None,
@@ -313,9 +315,9 @@ stream_config::properties! {
         pub binding_routing_key_delimiter: Option<String> = None,
         /// Declare and bind the required groups' queues.
         pub bind_queue: bool = true,
-        /// Gzip message bodies (not applied yet).
+        /// Gzip message bodies (after batching) at the binder's `compression-level`.
         pub compress: bool = false,
-        /// Channel receiving publisher confirm acks (not applied yet).
+        /// Name of a confirm-ack callback registered on `RabbitBinderFactory`/`RabbitBinder`; it receives each confirmed message (needs confirms).
         pub confirm_ack_channel: Option<String> = None,
         /// DLQ name for required groups; `<prefix><destination>.<group>.dlq` when not set.
         pub dead_letter_queue_name: Option<String> = None,
@@ -329,7 +331,7 @@ stream_config::properties! {
         pub declare_dlx: bool = true,
         /// Declare the destination exchange.
         pub declare_exchange: bool = true,
-        /// Expression giving the `x-delay` header (not applied yet).
+        /// Expression evaluated per message giving the `x-delay` header (ms, a 32-bit integer; null or negative: no header).
         pub delay_expression: Option<String> = None,
         /// Declare the exchange as `x-delayed-message` (delayed message plugin).
         pub delayed_exchange: bool = false,
@@ -395,11 +397,11 @@ stream_config::properties! {
         pub routing_key_expression: Option<String> = None,
         /// Queue `x-single-active-consumer` of required-group queues.
         pub single_active_consumer: bool = false,
-        /// Transacted channel (not implemented yet).
+        /// Transacted channel: tx.commit after each send or batch (publisher confirms are not used then).
         pub transacted: bool = false,
         /// Queue `x-message-ttl` (ms) of required-group queues.
         pub ttl: Option<u32> = None,
-        /// Put a confirm correlation header on messages (not applied yet).
+        /// Put a confirm correlation header on messages (accepted; correlation is per send without a header).
         pub use_confirm_header: bool = false,
     }
 }

@@ -18,16 +18,21 @@ use lapin::{BasicProperties, Channel};
 use stream_core::binder::{
     Binding, BindingState, Delivery, Disposition, FailedMessage, InboundHandler,
 };
-use stream_core::{Acknowledger, Acknowledgment, BinderError, Message, SpecialOutcome};
+use stream_core::{
+    Acknowledger, Acknowledgment, BinderError, FunctionError, Message, SpecialOutcome,
+};
 use tokio::sync::{Mutex, OnceCell, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::batching;
 use crate::binder::Shared;
+use crate::compression;
 use crate::config::{AcknowledgeMode, RabbitConsumerProperties};
 use crate::error::{RabbitError, amqp_error};
 use crate::headers::{self, HeaderPatterns, InboundEnvelope};
 use crate::provisioning::{ConsumerTopology, short};
+use crate::transaction::{self, TxContext};
 
 /// The broker's view of a consumed message, attached to each [`Delivery`] as its raw message
 /// (error handlers can downcast `Delivery::raw` to it).
@@ -57,9 +62,12 @@ pub(crate) struct ConsumerContext {
     pub(crate) props: RabbitConsumerProperties,
     pub(crate) concurrency: u32,
     pub(crate) max_attempts: u32,
+    /// `batch-mode`: the function takes a `Vec`.
+    pub(crate) batch_mode: bool,
     pub(crate) patterns: HeaderPatterns,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) handler: Arc<dyn InboundHandler>,
+    /// The runtime's handler (`None` for polled consumers: each poll brings its own).
+    pub(crate) handler: Option<Arc<dyn InboundHandler>>,
     pub(crate) tag_counter: AtomicU64,
     pub(crate) republish_ok: OnceCell<bool>,
     pub(crate) republish_channel: Mutex<Option<Channel>>,
@@ -97,10 +105,23 @@ impl ConsumerContext {
             .map_err(lapin_err("opening a consumer channel"))?;
         let no_ack = self.props.acknowledge_mode == AcknowledgeMode::None;
         if !no_ack {
+            let prefetch = if self.batch_mode && self.props.enable_batching {
+                self.props
+                    .prefetch
+                    .max(u16::try_from(self.props.batch_size).unwrap_or(u16::MAX))
+            } else {
+                self.props.prefetch
+            };
             channel
-                .basic_qos(self.props.prefetch, BasicQosOptions::default())
+                .basic_qos(prefetch, BasicQosOptions::default())
                 .await
                 .map_err(lapin_err("setting prefetch"))?;
+        }
+        if self.props.transacted && !no_ack {
+            channel
+                .tx_select()
+                .await
+                .map_err(lapin_err("tx.select on the consumer channel"))?;
         }
         let mut args = FieldTable::default();
         if let Some(p) = self.props.consumer_priority {
@@ -288,7 +309,23 @@ impl ConsumerContext {
                             queue = %self.queue(),
                             delivery_tag = delivery.delivery_tag
                         );
-                        self.handle(channel, &tag, delivery).instrument(span).await;
+                        let Some(handler) = &self.handler else { continue };
+                        if self.batch_mode && self.props.enable_batching {
+                            // Spring's consumer-side batching: up to batch-size deliveries, each
+                            // waited for at most receive-timeout.
+                            let mut batch = vec![delivery];
+                            while batch.len() < self.props.batch_size as usize {
+                                match tokio::time::timeout(self.props.receive_timeout, consumer.next()).await {
+                                    Ok(Some(Ok(d))) => batch.push(d),
+                                    Ok(Some(Err(e))) => return LoopEnd::Lost(e.to_string()),
+                                    Ok(None) => return LoopEnd::Lost("the broker cancelled the consumer".to_owned()),
+                                    Err(_) => break,
+                                }
+                            }
+                            self.handle_batch(&**handler, channel, &tag, batch).instrument(span).await;
+                        } else {
+                            self.handle(&**handler, channel, &tag, delivery).instrument(span).await;
+                        }
                     }
                     Some(Err(e)) => return LoopEnd::Lost(e.to_string()),
                     None => return LoopEnd::Lost("the broker cancelled the consumer".to_owned()),
@@ -297,7 +334,8 @@ impl ConsumerContext {
         }
     }
 
-    async fn handle(&self, _channel: &Channel, tag: &str, delivery: lapin::message::Delivery) {
+    /// Maps a delivery: raw message, `Acknowledgment` for MANUAL, decompression and de-batching.
+    fn prepare(&self, tag: &str, delivery: lapin::message::Delivery) -> Prepared {
         let lapin::message::Delivery {
             delivery_tag,
             exchange,
@@ -308,6 +346,21 @@ impl ConsumerContext {
             acker,
             ..
         } = delivery;
+        let raw = RabbitRawMessage {
+            exchange: exchange.as_str().to_owned(),
+            routing_key: routing_key.as_str().to_owned(),
+            queue: self.queue().to_owned(),
+            delivery_tag,
+            redelivered,
+            properties,
+            body: Bytes::from(data),
+        };
+        let manual = (self.props.acknowledge_mode == AcknowledgeMode::Manual).then(|| {
+            Acknowledgment::new(Arc::new(RabbitAcknowledger {
+                acker: acker.clone(),
+                queue: self.queue().to_owned(),
+            }))
+        });
         let env = InboundEnvelope {
             exchange: exchange.as_str(),
             routing_key: routing_key.as_str(),
@@ -316,55 +369,269 @@ impl ConsumerContext {
             queue: self.queue(),
             consumer_tag: tag,
         };
-        let headers = headers::inbound_headers(&properties, &env, &self.patterns);
-        let body = Bytes::from(data);
-        let mut message = Message::from_parts(body.clone(), headers);
-        let mode = self.props.acknowledge_mode;
-        let manual = if mode == AcknowledgeMode::Manual {
-            let ack = Acknowledgment::new(Arc::new(RabbitAcknowledger {
-                acker: acker.clone(),
-                queue: self.queue().to_owned(),
-            }));
-            message.set_acknowledgment(Some(ack.clone()));
-            Some(ack)
-        } else {
-            None
+        let unpacked = unpack(&raw, self.shared.binder.max_decompressed_size);
+        let props = match &unpacked {
+            Ok(u) => &u.properties,
+            Err(_) => &raw.properties,
         };
-        let raw = Arc::new(RabbitRawMessage {
-            exchange: exchange.as_str().to_owned(),
-            routing_key: routing_key.as_str().to_owned(),
-            queue: self.queue().to_owned(),
-            delivery_tag,
-            redelivered,
-            properties,
-            body,
-        });
-        let disposition = self
-            .handler
-            .handle(Delivery::new(message).with_raw(raw.clone() as Arc<dyn Any + Send + Sync>))
-            .await;
-        let settle = match mode {
+        let headers = headers::inbound_headers(props, &env, &self.patterns);
+        Prepared {
+            raw,
+            acker,
+            manual,
+            headers,
+            unpacked,
+        }
+    }
+
+    fn settle_for<'a>(&self, p: &'a Prepared) -> Settle<'a> {
+        match self.props.acknowledge_mode {
             AcknowledgeMode::None => Settle::Nothing,
-            AcknowledgeMode::Auto => Settle::Acker(&acker),
-            AcknowledgeMode::Manual => match &manual {
+            AcknowledgeMode::Auto => Settle::Acker(&p.acker),
+            AcknowledgeMode::Manual => match &p.manual {
                 Some(ack) if !ack.is_settled() => Settle::Manual(ack),
                 _ => Settle::Nothing,
             },
-        };
-        self.settle(disposition, settle, &raw).await;
+        }
     }
 
-    async fn settle(&self, disposition: Disposition, settle: Settle<'_>, raw: &RabbitRawMessage) {
-        let outcome = match disposition {
-            Disposition::Ack => match settle {
-                Settle::Acker(_) => settle.ack().await,
-                // MANUAL: the function settles.
-                _ => Ok(()),
-            },
-            Disposition::Reject { requeue } => settle.reject(requeue).await,
-            Disposition::Recover(failed) => self.recover(failed, settle, raw).await,
+    /// A part of a delivery as the runtime sees it, and its raw message (for republishing).
+    fn part(
+        &self,
+        p: &Prepared,
+        props: &BasicProperties,
+        body: Bytes,
+    ) -> (Delivery, Arc<RabbitRawMessage>) {
+        let mut message = Message::from_parts(body.clone(), p.headers.clone());
+        message.set_acknowledgment(p.manual.clone());
+        let mut raw = p.raw.clone();
+        raw.properties = props.clone();
+        raw.body = body;
+        let raw = Arc::new(raw);
+        (
+            Delivery::new(message).with_raw(raw.clone() as Arc<dyn Any + Send + Sync>),
+            raw,
+        )
+    }
+
+    /// A delivery that cannot be decompressed or de-batched: no function call; Spring's
+    /// `ListenerExecutionFailedException` path (republish to the DLQ, or reject).
+    async fn undecodable(&self, p: &Prepared, error: &RabbitError, tx: Option<&Channel>) {
+        tracing::error!(
+            binding = %self.binding_name,
+            queue = %self.queue(),
+            delivery_tag = p.raw.delivery_tag,
+            error = %error,
+            "message cannot be decoded; sending it to the error path"
+        );
+        let failed = FailedMessage {
+            message: Message::from_parts(p.raw.body.clone(), p.headers.clone()),
+            error: Arc::new(
+                FunctionError::msg(error.to_string()).with_kind("MessageConversionException"),
+            ),
+            attempts: 1,
+        };
+        let verdict = self.recover(failed, &p.raw, tx).await;
+        self.apply(Some(verdict), self.settle_for(p), &p.raw, tx)
+            .await;
+    }
+
+    /// Runs the handler inside the consumer's transaction when transacted.
+    async fn in_tx<F: std::future::Future>(&self, tx: Option<&Channel>, f: F) -> F::Output {
+        match tx {
+            Some(ch) => {
+                let ctx = TxContext {
+                    binder: Arc::as_ptr(&self.shared) as usize,
+                    channel: ch.clone(),
+                };
+                transaction::scope(ctx, f).await
+            }
+            None => f.await,
+        }
+    }
+
+    /// Handles one delivery from `basic.consume` or `basic.get`: decompresses, de-batches,
+    /// hands the message(s) to `handler` (inside the consumer's transaction when transacted),
+    /// then settles.
+    pub(crate) async fn handle(
+        &self,
+        handler: &dyn InboundHandler,
+        channel: &Channel,
+        tag: &str,
+        delivery: lapin::message::Delivery,
+    ) {
+        if self.batch_mode {
+            return self
+                .handle_batch(handler, channel, tag, vec![delivery])
+                .await;
+        }
+        let tx = self.props.transacted.then_some(channel);
+        let p = self.prepare(tag, delivery);
+        let unpacked = match &p.unpacked {
+            Ok(u) => u,
+            Err(e) => return self.undecodable(&p, e, tx).await,
+        };
+        if !unpacked.batched {
+            let body = unpacked.parts.first().cloned().unwrap_or_default();
+            let (delivery, part) = self.part(&p, &unpacked.properties, body);
+            let disposition = self.in_tx(tx, handler.handle(delivery)).await;
+            self.rollback_unless_ack(&disposition, tx).await;
+            let verdict = self.verdict(disposition, &part, tx).await;
+            self.apply(verdict, self.settle_for(&p), &part, tx).await;
+            return;
+        }
+        // A producer batch: each part alone; the message is acked once every part succeeded.
+        // A failed part is republished alone when it can be; otherwise its outcome settles the
+        // whole message and the remaining parts are not processed (Spring's de-batching loop).
+        for body in unpacked.parts.iter().cloned() {
+            let (delivery, part) = self.part(&p, &unpacked.properties, body);
+            let disposition = self.in_tx(tx, handler.handle(delivery)).await;
+            if matches!(disposition, Disposition::Ack) {
+                continue;
+            }
+            if tx.is_some() {
+                // Transacted: all or nothing. Roll back, then recover the whole message.
+                self.rollback_unless_ack(&disposition, tx).await;
+                let verdict = self.verdict(disposition, &p.raw, tx).await;
+                self.apply(verdict, self.settle_for(&p), &p.raw, tx).await;
+                return;
+            }
+            match self.verdict(disposition, &part, tx).await {
+                Some(Verdict::Ack) | None => continue,
+                verdict => {
+                    self.apply(verdict, self.settle_for(&p), &part, tx).await;
+                    return;
+                }
+            }
+        }
+        let verdict =
+            (self.props.acknowledge_mode != AcknowledgeMode::Manual).then_some(Verdict::Ack);
+        self.apply(verdict, self.settle_for(&p), &p.raw, tx).await;
+    }
+
+    /// `batch-mode`: every part of every delivery (a producer batch's parts, or with
+    /// `enable-batching` several deliveries) goes to the function in one `Vec`; each delivery is
+    /// then settled by its parts' dispositions, each failed part republished to the DLQ alone.
+    pub(crate) async fn handle_batch(
+        &self,
+        handler: &dyn InboundHandler,
+        channel: &Channel,
+        tag: &str,
+        deliveries: Vec<lapin::message::Delivery>,
+    ) {
+        let tx = self.props.transacted.then_some(channel);
+        let mut prepared = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let p = self.prepare(tag, d);
+            if let Err(e) = &p.unpacked {
+                self.undecodable(&p, e, tx).await;
+                continue;
+            }
+            prepared.push(p);
+        }
+        let mut batch = Vec::new();
+        let mut owners = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            if let Ok(u) = &p.unpacked {
+                for body in &u.parts {
+                    let (delivery, raw) = self.part(p, &u.properties, body.clone());
+                    batch.push(delivery);
+                    owners.push((i, raw));
+                }
+            }
+        }
+        if batch.is_empty() {
+            for p in &prepared {
+                self.apply(Some(Verdict::Ack), self.settle_for(p), &p.raw, tx)
+                    .await;
+            }
+            return;
+        }
+        let dispositions = self.in_tx(tx, handler.handle_batch(batch)).await;
+        if tx.is_some() && dispositions.iter().any(|d| !matches!(d, Disposition::Ack)) {
+            self.rollback_unless_ack(&Disposition::Reject { requeue: false }, tx)
+                .await;
+        }
+        let mut verdicts: Vec<Option<Verdict>> = prepared
+            .iter()
+            .map(|_| {
+                (self.props.acknowledge_mode != AcknowledgeMode::Manual).then_some(Verdict::Ack)
+            })
+            .collect();
+        let mut dispositions = dispositions.into_iter();
+        for (i, raw) in owners {
+            // A missing disposition (a handler breaking the contract) requeues per the rules.
+            let d = dispositions.next().unwrap_or(Disposition::Reject {
+                requeue: self.props.requeue_rejected,
+            });
+            if matches!(verdicts[i], Some(Verdict::Reject(_))) {
+                continue;
+            }
+            match self.verdict(d, &raw, tx).await {
+                Some(Verdict::Ack) | None => {}
+                reject => verdicts[i] = reject,
+            }
+        }
+        for (p, verdict) in prepared.iter().zip(verdicts) {
+            self.apply_settle(verdict, self.settle_for(p), &p.raw).await;
+        }
+        if let Some(ch) = tx {
+            self.commit(ch).await;
+        }
+    }
+
+    /// Transacted: a failed delivery's publishes are discarded before it is settled.
+    async fn rollback_unless_ack(&self, disposition: &Disposition, tx: Option<&Channel>) {
+        if let Some(ch) = tx
+            && !matches!(disposition, Disposition::Ack)
+            && let Err(e) = ch.tx_rollback().await
+        {
+            tracing::warn!(binding = %self.binding_name, error = %e, "tx.rollback failed");
+        }
+    }
+
+    /// How to settle after the runtime's disposition (`None`: the function settles, MANUAL).
+    async fn verdict(
+        &self,
+        disposition: Disposition,
+        raw: &RabbitRawMessage,
+        tx: Option<&Channel>,
+    ) -> Option<Verdict> {
+        match disposition {
+            Disposition::Ack => {
+                (self.props.acknowledge_mode != AcknowledgeMode::Manual).then_some(Verdict::Ack)
+            }
+            Disposition::Reject { requeue } => Some(Verdict::Reject(requeue)),
+            Disposition::Recover(failed) => Some(self.recover(failed, raw, tx).await),
             #[allow(unreachable_patterns, reason = "Disposition is #[non_exhaustive]")]
-            _ => settle.reject(self.props.requeue_rejected).await,
+            _ => Some(Verdict::Reject(self.props.requeue_rejected)),
+        }
+    }
+
+    /// Settles (and commits, when transacted).
+    async fn apply(
+        &self,
+        verdict: Option<Verdict>,
+        settle: Settle<'_>,
+        raw: &RabbitRawMessage,
+        tx: Option<&Channel>,
+    ) {
+        self.apply_settle(verdict, settle, raw).await;
+        if let Some(ch) = tx {
+            self.commit(ch).await;
+        }
+    }
+
+    async fn apply_settle(
+        &self,
+        verdict: Option<Verdict>,
+        settle: Settle<'_>,
+        raw: &RabbitRawMessage,
+    ) {
+        let outcome = match verdict {
+            Some(Verdict::Ack) => settle.ack().await,
+            Some(Verdict::Reject(requeue)) => settle.reject(requeue).await,
+            None => Ok(()),
         };
         if let Err(e) = outcome {
             tracing::warn!(
@@ -377,19 +644,32 @@ impl ConsumerContext {
         }
     }
 
+    async fn commit(&self, ch: &Channel) {
+        if let Err(e) = ch.tx_commit().await {
+            tracing::warn!(
+                binding = %self.binding_name,
+                queue = %self.queue(),
+                error = %e,
+                "tx.commit failed; the delivery and its publishes are rolled back"
+            );
+        }
+    }
+
+    /// Retries are exhausted: republish to the DLX, or reject.
     async fn recover(
         &self,
         failed: FailedMessage,
-        settle: Settle<'_>,
         raw: &RabbitRawMessage,
-    ) -> Result<(), BinderError> {
+        tx: Option<&Channel>,
+    ) -> Verdict {
         match failed.error.special() {
-            Some(SpecialOutcome::ImmediateAcknowledge) => return settle.ack().await,
-            Some(SpecialOutcome::RejectAndDontRequeue) => return settle.reject(false).await,
+            Some(SpecialOutcome::ImmediateAcknowledge) => return Verdict::Ack,
+            Some(SpecialOutcome::RejectAndDontRequeue) => return Verdict::Reject(false),
+            Some(SpecialOutcome::Requeue) => return Verdict::Reject(true),
             _ => {}
         }
         if self.props.republish_to_dlq && self.republish_enabled().await {
-            match self.republish(&failed, raw).await {
+            match self.republish(&failed, raw, tx).await {
                 Ok(()) => {
                     tracing::debug!(
                         queue = %self.queue(),
@@ -397,7 +677,7 @@ impl ConsumerContext {
                         routing_key = %self.topology.republish_routing_key,
                         "republished failed message to the dead-letter exchange"
                     );
-                    return settle.ack().await;
+                    return Verdict::Ack;
                 }
                 Err(e) => {
                     tracing::error!(
@@ -407,7 +687,7 @@ impl ConsumerContext {
                         error = %e,
                         "republishing a failed message to the DLX failed; rejecting it"
                     );
-                    return settle.reject(self.props.requeue_rejected).await;
+                    return Verdict::Reject(self.props.requeue_rejected);
                 }
             }
         }
@@ -416,7 +696,7 @@ impl ConsumerContext {
         } else {
             self.props.requeue_rejected
         };
-        settle.reject(requeue).await
+        Verdict::Reject(requeue)
     }
 
     /// Whether republishing is possible: with auto-bind-dlq the DLX is declared; otherwise
@@ -482,8 +762,20 @@ impl ConsumerContext {
         &self,
         failed: &FailedMessage,
         raw: &RabbitRawMessage,
+        tx: Option<&Channel>,
     ) -> Result<(), RabbitError> {
-        let (channel, frame_max) = self.republish_channel().await?;
+        // Transacted: the republish joins the consumer's transaction (committed with the ack).
+        let (channel, frame_max) = match tx {
+            Some(ch) => (
+                ch.clone(),
+                self.shared
+                    .consumer
+                    .current()
+                    .await
+                    .map_or(0, |c| c.configuration().frame_max()),
+            ),
+            None => self.republish_channel().await?,
+        };
         let mut table: FieldTable = raw.properties.headers().clone().unwrap_or_default();
         let trace = failed.error.render_chain();
         let (trace, truncated) =
@@ -534,15 +826,17 @@ impl ConsumerContext {
             .map_err(|e| RabbitError::Lapin {
                 context: format!("republishing to `{}`", self.topology.dead_letter_exchange),
                 source: e,
-            })?
-            .await
-            .map_err(|e| RabbitError::Lapin {
-                context: format!(
-                    "waiting for the confirm of a republish to `{}`",
-                    self.topology.dead_letter_exchange
-                ),
-                source: e,
             })?;
+        if tx.is_some() {
+            return Ok(());
+        }
+        let confirm = confirm.await.map_err(|e| RabbitError::Lapin {
+            context: format!(
+                "waiting for the confirm of a republish to `{}`",
+                self.topology.dead_letter_exchange
+            ),
+            source: e,
+        })?;
         if confirm.is_nack() {
             return Err(RabbitError::Declaration {
                 entity: format!(
@@ -554,6 +848,134 @@ impl ConsumerContext {
         }
         Ok(())
     }
+}
+
+/// A delivery mapped for the runtime.
+struct Prepared {
+    raw: RabbitRawMessage,
+    acker: lapin::Acker,
+    manual: Option<Acknowledgment>,
+    headers: stream_core::Headers,
+    unpacked: Result<Unpacked, RabbitError>,
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ack,
+    Reject(bool),
+}
+
+/// A delivery's body after decompression and de-batching.
+#[derive(Debug)]
+pub(crate) struct Unpacked {
+    /// Properties with the compression and batch markers removed.
+    pub(crate) properties: BasicProperties,
+    /// One body, or a producer batch's parts.
+    pub(crate) parts: Vec<Bytes>,
+    /// Whether the body was a `lengthHeader4` batch.
+    pub(crate) batched: bool,
+}
+
+/// Decompresses (gzip/zip/deflate by `content_encoding`, at most `limit` bytes) and splits a
+/// `springBatchFormat=lengthHeader4` batch, as Spring's listener container does before calling
+/// the listener.
+pub(crate) fn unpack(raw: &RabbitRawMessage, limit: u64) -> Result<Unpacked, RabbitError> {
+    let mut properties = raw.properties.clone();
+    let mut body = raw.body.clone();
+    if let Some(encoding) = properties
+        .content_encoding()
+        .as_ref()
+        .map(|e| e.to_string())
+        && let Some(c) = compression::compression_of(&encoding)
+    {
+        body = Bytes::from(
+            compression::decompress(&body, c, limit)
+                .map_err(|e| RabbitError::Payload(e.to_string()))?,
+        );
+        properties = with_content_encoding(&properties, compression::remaining_encoding(&encoding));
+        properties = without_header(properties, compression::SPRING_AUTO_DECOMPRESS);
+    }
+    let batched = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(batching::SPRING_BATCH_FORMAT))
+        .is_some_and(|v| {
+            headers::from_amqp(v).as_str() == Some(batching::BATCH_FORMAT_LENGTH_HEADER4)
+        });
+    if !batched {
+        return Ok(Unpacked {
+            properties,
+            parts: vec![body],
+            batched,
+        });
+    }
+    let parts = batching::decode(&body).map_err(|e| RabbitError::Payload(e.to_string()))?;
+    Ok(Unpacked {
+        properties: without_header(properties, batching::SPRING_BATCH_FORMAT),
+        parts,
+        batched,
+    })
+}
+
+fn without_header(props: BasicProperties, name: &str) -> BasicProperties {
+    match props.headers().clone() {
+        Some(mut table) if table.inner().contains_key(name) => {
+            let mut inner = table.inner().clone();
+            inner.remove(name);
+            table = FieldTable::from(inner);
+            props.with_headers(table)
+        }
+        _ => props,
+    }
+}
+
+/// The properties with `content_encoding` replaced (lapin's builder cannot unset a field).
+fn with_content_encoding(p: &BasicProperties, encoding: Option<String>) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = p.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = encoding.filter(|e| !e.is_empty()) {
+        out = out.with_content_encoding(ShortString::from(v));
+    }
+    if let Some(v) = p.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.expiration() {
+        out = out.with_expiration(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = p.user_id() {
+        out = out.with_user_id(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        out = out.with_cluster_id(v.clone());
+    }
+    out
 }
 
 enum Settle<'a> {

@@ -41,6 +41,35 @@ pub enum RabbitError {
         #[source]
         source: lapin::Error,
     },
+    /// A mandatory message the broker could not route (`basic.return`).
+    #[error(
+        "message returned by the broker: {reply_code} {reply_text} (exchange `{exchange}`, routing key `{routing_key}`)"
+    )]
+    Returned {
+        /// Exchange it was published to.
+        exchange: String,
+        /// Routing key it was published with.
+        routing_key: String,
+        /// AMQP reply code (312 NO_ROUTE, 313 NO_CONSUMERS).
+        reply_code: u16,
+        /// AMQP reply text.
+        reply_text: String,
+    },
+    /// The broker refused a message with a negative publisher confirm (`basic.nack`).
+    #[error(
+        "the broker nacked the message (exchange `{exchange}`, routing key `{routing_key}`): {reason}"
+    )]
+    Nacked {
+        /// Exchange it was published to.
+        exchange: String,
+        /// Routing key it was published with.
+        routing_key: String,
+        /// Why, as far as known (AMQP nacks carry no text).
+        reason: String,
+    },
+    /// A body that could not be decompressed or de-batched.
+    #[error("{0}")]
+    Payload(String),
     /// The broker could not be reached at any address.
     #[error("cannot connect to RabbitMQ at {target}: {reason}")]
     Connect {
@@ -63,7 +92,10 @@ impl RabbitError {
             },
             RabbitError::Conflict { .. }
             | RabbitError::Declaration { .. }
-            | RabbitError::NameTooLong(_) => false,
+            | RabbitError::NameTooLong(_)
+            | RabbitError::Returned { .. }
+            | RabbitError::Nacked { .. }
+            | RabbitError::Payload(_) => false,
         }
     }
 
@@ -78,6 +110,13 @@ impl RabbitError {
             other @ (RabbitError::Conflict { .. }
             | RabbitError::Declaration { .. }
             | RabbitError::NameTooLong(_)) => BinderError::Provisioning {
+                destination: destination.to_owned(),
+                reason: other.to_string(),
+                source: Some(Box::new(other)),
+            },
+            other @ (RabbitError::Returned { .. }
+            | RabbitError::Nacked { .. }
+            | RabbitError::Payload(_)) => BinderError::Send {
                 destination: destination.to_owned(),
                 reason: other.to_string(),
                 source: Some(Box::new(other)),

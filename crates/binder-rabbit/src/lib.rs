@@ -1,13 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+pub mod batching;
 mod binder;
+pub mod compression;
 pub mod config;
 mod connection;
 pub mod consumer;
 pub mod error;
 pub mod headers;
+mod polled;
 mod producer;
 pub mod provisioning;
+mod transaction;
 
 pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory, RabbitProvisioner};
 pub use config::{
@@ -17,6 +21,7 @@ pub use config::{
 };
 pub use consumer::RabbitRawMessage;
 pub use error::RabbitError;
+pub use producer::{ConfirmAckCallback, PUBLISH_CONFIRM, X_DELAY};
 pub use provisioning::{ConsumerTopology, ProducerTopology};
 
 /// The runtime this binder plugs into, re-exported so applications depend on this crate only.

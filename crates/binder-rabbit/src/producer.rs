@@ -1,24 +1,34 @@
 //! Producer bindings: one long-lived channel on the publishing connection, routing keys
-//! resolved at bind time, publisher confirms awaited per send (many in flight).
+//! resolved at bind time, publisher confirms awaited per send (many in flight), batching,
+//! compression, `x-delay`, returns and nacks, transactions.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use lapin::Channel;
+use lapin::Confirmation;
+use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, ShortString};
+use lapin::{BasicProperties, Channel};
 use stream_core::binder::Producer;
 use stream_core::expression::{Expression, Value};
 use stream_core::message::names;
 use stream_core::{BinderError, Message};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::batching::{self, Accumulator};
 use crate::binder::Shared;
+use crate::compression;
 use crate::error::RabbitError;
 use crate::headers::{self, HeaderPatterns};
+use crate::transaction;
 
 /// How the routing key of each message is found.
 #[derive(Debug)]
@@ -100,6 +110,107 @@ impl RoutingKey {
     }
 }
 
+/// Receives each message the broker confirmed for a producer whose `confirm-ack-channel` names it
+/// (the message as sent, plus header `amqp_publishConfirm=true`).
+pub type ConfirmAckCallback = Arc<dyn Fn(Message<Bytes>) + Send + Sync>;
+
+/// Header added to messages handed to a confirm-ack callback (Spring Integration's
+/// `AmqpHeaders.PUBLISH_CONFIRM`).
+pub const PUBLISH_CONFIRM: &str = "amqp_publishConfirm";
+
+/// One message waiting in a batch.
+struct Pending {
+    body: Bytes,
+    props: BasicProperties,
+    /// The message as sent, for the confirm-ack callback.
+    original: Option<Message<Bytes>>,
+    /// Told the outcome of the batch's publish (when confirms are on).
+    waiter: Option<oneshot::Sender<Result<(), Arc<RabbitError>>>>,
+}
+
+/// Producer-side batching state (`batching-enabled`).
+pub(crate) struct Batching {
+    batch_size: u32,
+    buffer_limit: u32,
+    timeout: Duration,
+    state: std::sync::Mutex<BatchState>,
+    wake: Arc<Notify>,
+}
+
+struct BatchState {
+    /// One open batch per routing key: messages with different keys never share a batch.
+    open: HashMap<ShortString, Accumulator<Pending>>,
+    last_send: Instant,
+}
+
+impl Batching {
+    pub(crate) fn new(batch_size: u32, buffer_limit: u32, timeout: Duration) -> Self {
+        Batching {
+            batch_size,
+            buffer_limit,
+            timeout,
+            state: std::sync::Mutex::new(BatchState {
+                open: HashMap::new(),
+                last_send: Instant::now(),
+            }),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, key: &ShortString, p: Pending) -> Vec<Vec<Pending>> {
+        let len = p.body.len();
+        let mut state = self.lock();
+        state.last_send = Instant::now();
+        let released = state
+            .open
+            .entry(key.clone())
+            .or_insert_with(|| Accumulator::new(self.batch_size, self.buffer_limit))
+            .add(p, len);
+        drop(state);
+        self.wake.notify_one();
+        released
+    }
+
+    /// Every open batch, emptied.
+    fn drain(&self) -> Vec<(ShortString, Vec<Pending>)> {
+        let mut state = self.lock();
+        state
+            .open
+            .iter_mut()
+            .filter(|(_, a)| !a.is_empty())
+            .map(|(k, a)| (k.clone(), a.take()))
+            .collect()
+    }
+
+    /// When open batches are due (`batch-timeout` after the last send), if any.
+    fn due(&self) -> Option<Instant> {
+        let state = self.lock();
+        state
+            .open
+            .values()
+            .any(|a| !a.is_empty())
+            .then_some(state.last_send + self.timeout)
+    }
+}
+
+/// What a producer does per send, fixed at bind time.
+pub(crate) struct ProducerOptions {
+    pub(crate) delivery_mode: u8,
+    /// Publisher confirms on (`publisher-confirm-type` simple or correlated).
+    pub(crate) confirms: bool,
+    /// Publish mandatory (error channel and publisher returns on).
+    pub(crate) mandatory: bool,
+    pub(crate) transacted: bool,
+    /// Gzip level when `compress` is set.
+    pub(crate) compress: Option<u32>,
+    pub(crate) delay: Option<Expression>,
+    pub(crate) confirm_ack: Option<ConfirmAckCallback>,
+}
+
 /// A producer binding.
 pub(crate) struct RabbitProducer {
     pub(crate) binding_name: String,
@@ -107,10 +218,13 @@ pub(crate) struct RabbitProducer {
     pub(crate) exchange: ShortString,
     pub(crate) routing: RoutingKey,
     pub(crate) patterns: HeaderPatterns,
-    pub(crate) delivery_mode: u8,
-    pub(crate) confirms: bool,
+    pub(crate) options: ProducerOptions,
+    pub(crate) batching: Option<Batching>,
     pub(crate) channel: Mutex<Option<Channel>>,
+    /// Serializes publish + tx.commit on a transacted producer's channel.
+    pub(crate) tx_lock: Mutex<()>,
     pub(crate) closed: AtomicBool,
+    pub(crate) stop: CancellationToken,
 }
 
 impl RabbitProducer {
@@ -118,7 +232,12 @@ impl RabbitProducer {
         self.exchange.as_str()
     }
 
-    /// The publishing channel, opened (with confirms when configured) on first use or after loss.
+    fn binder_id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// The publishing channel, opened (with confirms or tx.select when configured) on first use
+    /// or after loss.
     pub(crate) async fn channel(&self) -> Result<Channel, RabbitError> {
         let mut guard = self.channel.lock().await;
         if let Some(ch) = guard.as_ref()
@@ -128,97 +247,330 @@ impl RabbitProducer {
         }
         *guard = None;
         let conn = self.shared.publisher.get().await?;
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| RabbitError::Lapin {
-                context: format!(
-                    "opening a publishing channel for exchange `{}`",
-                    self.exchange_name()
-                ),
-                source: e,
-            })?;
-        if self.confirms {
+        let lapin_err = |context: String| move |source| RabbitError::Lapin { context, source };
+        let ch = conn.create_channel().await.map_err(lapin_err(format!(
+            "opening a publishing channel for exchange `{}`",
+            self.exchange_name()
+        )))?;
+        if self.options.transacted {
+            ch.tx_select()
+                .await
+                .map_err(lapin_err("tx.select on the publishing channel".to_owned()))?;
+        } else if self.options.confirms {
             ch.confirm_select(ConfirmSelectOptions::default())
                 .await
-                .map_err(|e| RabbitError::Lapin {
-                    context: "enabling publisher confirms".to_owned(),
-                    source: e,
-                })?;
+                .map_err(lapin_err("enabling publisher confirms".to_owned()))?;
         }
         *guard = Some(ch.clone());
         Ok(ch)
     }
 
-    fn send_error(
-        &self,
-        routing_key: &str,
-        reason: String,
-        source: Option<RabbitError>,
-    ) -> BinderError {
+    fn send_error(&self, routing_key: &str, e: Arc<RabbitError>) -> BinderError {
         BinderError::Send {
             destination: self.exchange_name().to_owned(),
-            reason: format!("routing key `{routing_key}`: {reason}"),
-            source: source.map(|e| Box::new(e) as _),
+            reason: format!("routing key `{routing_key}`: {e}"),
+            source: Some(Box::new(e)),
         }
     }
 
-    async fn publish(&self, message: Message<Bytes>) -> Result<(), BinderError> {
-        let routing_key = self
-            .routing
-            .resolve(&message)
-            .map_err(|reason| BinderError::Send {
-                destination: self.exchange_name().to_owned(),
-                reason,
-                source: None,
-            })?;
-        let props =
-            headers::outbound_properties(message.headers(), &self.patterns, self.delivery_mode);
-        let channel = self.channel().await.map_err(|e| {
-            let reason = e.to_string();
-            self.send_error(routing_key.as_str(), reason, Some(e))
-        })?;
-        let confirm = channel
-            .basic_publish(
+    /// Resolves the routing key and builds the AMQP properties (with `x-delay`).
+    fn prepare(&self, message: &Message<Bytes>) -> Result<(ShortString, BasicProperties), String> {
+        let routing_key = self.routing.resolve(message)?;
+        let mut props = headers::outbound_properties(
+            message.headers(),
+            &self.patterns,
+            self.options.delivery_mode,
+        );
+        if let Some(expr) = &self.options.delay {
+            let delay = match expr.evaluate(message) {
+                Ok(Value::Null) => None,
+                Ok(Value::Int(n)) => Some(i64::from(n)),
+                Ok(Value::Long(n)) => Some(n),
+                Ok(Value::Double(f)) => Some(f as i64),
+                Ok(Value::String(s)) => s.trim().parse::<i64>().ok(),
+                Ok(other) => {
+                    return Err(format!(
+                        "delay-expression `{}` gave a {}, not a number",
+                        expr.source(),
+                        other.type_name()
+                    ));
+                }
+                Err(e) => return Err(format!("delay-expression `{}` failed: {e}", expr.source())),
+            };
+            // Spring's MessageProperties.setDelay(Integer): a negative delay sets no header.
+            if let Some(d) = delay.filter(|d| *d >= 0) {
+                let mut table = props.headers().clone().unwrap_or_default();
+                table.insert(
+                    X_DELAY.into(),
+                    AMQPValue::LongInt(i32::try_from(d).unwrap_or(i32::MAX)),
+                );
+                props = props.with_headers(table);
+            }
+        }
+        Ok((routing_key, props))
+    }
+
+    /// Gzips the body (after batching) when `compress` is set.
+    fn compress(&self, body: Bytes, props: BasicProperties) -> (Bytes, BasicProperties) {
+        let Some(level) = self.options.compress else {
+            return (body, props);
+        };
+        let zipped = compression::gzip(&body, level);
+        let encoding =
+            compression::gzip_encoding(props.content_encoding().as_ref().map(|e| e.as_str()));
+        let mut table = props.headers().clone().unwrap_or_default();
+        table.insert(
+            compression::SPRING_AUTO_DECOMPRESS.into(),
+            AMQPValue::Boolean(true),
+        );
+        let props = props
+            .with_headers(table)
+            .with_content_encoding(ShortString::from(encoding));
+        (Bytes::from(zipped), props)
+    }
+
+    /// Publishes one AMQP message and, with confirms, waits for its confirm; a returned
+    /// (mandatory, unroutable) or nacked message is an error.
+    async fn publish_raw(
+        &self,
+        routing_key: &ShortString,
+        body: Bytes,
+        props: BasicProperties,
+    ) -> Result<(), RabbitError> {
+        let (body, props) = self.compress(body, props);
+        let lapin_err = |context: &str| {
+            let context = context.to_owned();
+            move |source| RabbitError::Lapin { context, source }
+        };
+        let options = BasicPublishOptions {
+            mandatory: self.options.mandatory && !self.options.transacted,
+            ..BasicPublishOptions::default()
+        };
+        if self.options.transacted {
+            let _serial = self.tx_lock.lock().await;
+            let ch = self.channel().await?;
+            ch.basic_publish(
                 self.exchange.clone(),
                 routing_key.clone(),
-                BasicPublishOptions::default(),
-                message.payload(),
+                options,
+                &body,
                 props,
             )
             .await
-            .map_err(|e| {
-                self.send_error(
-                    routing_key.as_str(),
-                    format!("publish failed: {e}"),
-                    Some(RabbitError::Lapin {
-                        context: "basic.publish".to_owned(),
-                        source: e,
-                    }),
+            .map_err(lapin_err("basic.publish"))?;
+            return ch.tx_commit().await.map_err(lapin_err("tx.commit"));
+        }
+        let ch = self.channel().await?;
+        let confirm = ch
+            .basic_publish(
+                self.exchange.clone(),
+                routing_key.clone(),
+                options,
+                &body,
+                props,
+            )
+            .await
+            .map_err(lapin_err("basic.publish"))?;
+        if !self.options.confirms {
+            return Ok(());
+        }
+        let returned = |r: BasicReturnMessage| RabbitError::Returned {
+            exchange: r.delivery.exchange.to_string(),
+            routing_key: r.delivery.routing_key.to_string(),
+            reply_code: r.reply_code,
+            reply_text: r.reply_text.to_string(),
+        };
+        match confirm
+            .await
+            .map_err(lapin_err("waiting for the publisher confirm"))?
+        {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(r)) => Err(returned(r)),
+            Confirmation::Nack(r) => Err(RabbitError::Nacked {
+                exchange: self.exchange_name().to_owned(),
+                routing_key: routing_key.to_string(),
+                reason: match r {
+                    Some(r) => format!("returned: {} {}", r.reply_code, r.reply_text),
+                    None => "negative publisher confirm (queue full, rejected or internal error)"
+                        .to_owned(),
+                },
+            }),
+        }
+    }
+
+    fn confirmed(&self, original: Option<Message<Bytes>>) {
+        if let (Some(cb), Some(m)) = (&self.options.confirm_ack, original) {
+            cb(m.with_header(PUBLISH_CONFIRM, true));
+        }
+    }
+
+    /// Publishes a released batch (a batch of one as a plain message) and tells its waiters.
+    async fn publish_batch(
+        &self,
+        key: &ShortString,
+        mut batch: Vec<Pending>,
+    ) -> Result<(), Arc<RabbitError>> {
+        let (body, props) = match batch.len() {
+            0 => return Ok(()),
+            1 => (batch[0].body.clone(), batch[0].props.clone()),
+            n => {
+                let body = batching::encode(&batch.iter().map(|p| &p.body[..]).collect::<Vec<_>>());
+                let mut table = batch[0].props.headers().clone().unwrap_or_default();
+                table.insert(
+                    batching::SPRING_BATCH_FORMAT.into(),
+                    AMQPValue::LongString(batching::BATCH_FORMAT_LENGTH_HEADER4.into()),
+                );
+                table.insert(
+                    batching::BATCH_SIZE.into(),
+                    AMQPValue::LongInt(i32::try_from(n).unwrap_or(i32::MAX)),
+                );
+                (
+                    Bytes::from(body),
+                    batch[0].props.clone().with_headers(table),
                 )
-            })?;
-        if self.confirms {
-            let c = confirm.await.map_err(|e| {
-                self.send_error(
-                    routing_key.as_str(),
-                    format!("no publisher confirm: {e}"),
-                    Some(RabbitError::Lapin {
-                        context: "waiting for the publisher confirm".to_owned(),
-                        source: e,
-                    }),
-                )
-            })?;
-            if c.is_nack() {
-                return Err(self.send_error(
-                    routing_key.as_str(),
-                    "the broker nacked the message".to_owned(),
-                    None,
-                ));
+            }
+        };
+        let result = self.publish_raw(key, body, props).await.map_err(Arc::new);
+        if let Err(e) = &result {
+            tracing::warn!(binding = %self.binding_name, exchange = %self.exchange_name(), routing_key = %key, messages = batch.len(), error = %e, "publishing a batch failed");
+        }
+        for p in batch.iter_mut() {
+            if result.is_ok() {
+                self.confirmed(p.original.take());
+            }
+            if let Some(w) = p.waiter.take() {
+                let _ = w.send(result.clone());
             }
         }
-        Ok(())
+        result
+    }
+
+    async fn publish(&self, message: Message<Bytes>) -> Result<(), BinderError> {
+        let (routing_key, props) = self.prepare(&message).map_err(|reason| BinderError::Send {
+            destination: self.exchange_name().to_owned(),
+            reason,
+            source: None,
+        })?;
+        // Inside a transacted consumer of this binder: join its transaction.
+        if let Some(tx) = transaction::current(self.binder_id()) {
+            let (body, props) = self.compress(message.payload().clone(), props);
+            return tx
+                .basic_publish(
+                    self.exchange.clone(),
+                    routing_key.clone(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    self.send_error(
+                        routing_key.as_str(),
+                        Arc::new(RabbitError::Lapin {
+                            context: "basic.publish in the consumer's transaction".to_owned(),
+                            source: e,
+                        }),
+                    )
+                });
+        }
+        let track = self.options.confirm_ack.is_some();
+        let Some(batching) = &self.batching else {
+            let original = track.then(|| message.clone());
+            self.publish_raw(&routing_key, message.payload().clone(), props)
+                .await
+                .map_err(|e| self.send_error(routing_key.as_str(), Arc::new(e)))?;
+            self.confirmed(original);
+            return Ok(());
+        };
+        let (tx, rx) = if self.options.confirms || self.options.transacted {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let pending = Pending {
+            body: message.payload().clone(),
+            props,
+            original: track.then_some(message),
+            waiter: tx,
+        };
+        let mut first_error = None;
+        for batch in batching.add(&routing_key, pending) {
+            if let Err(e) = self.publish_batch(&routing_key, batch).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match rx {
+            // Reported once its batch is confirmed (or committed).
+            Some(rx) => match rx.await {
+                Ok(r) => r.map_err(|e| self.send_error(routing_key.as_str(), e)),
+                Err(_) => Err(BinderError::Closed(self.binding_name.clone())),
+            },
+            // Fire-and-forget: buffered, or sent with this call.
+            None => match first_error {
+                Some(e) => Err(self.send_error(routing_key.as_str(), e)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Sends every open batch.
+    async fn flush_batches(&self) -> Result<(), BinderError> {
+        let Some(batching) = &self.batching else {
+            return Ok(());
+        };
+        let mut first = None;
+        for (key, batch) in batching.drain() {
+            if let Err(e) = self.publish_batch(&key, batch).await {
+                first.get_or_insert(self.send_error(key.as_str(), e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Sends partial batches `batch-timeout` after the last send (Spring's scheduled release).
+    pub(crate) fn spawn_batch_timer(self: &Arc<Self>) {
+        if self.batching.is_none() {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                let Some(batching) = this.batching.as_ref() else {
+                    return;
+                };
+                match batching.due() {
+                    None => {
+                        let wake = batching.wake.clone();
+                        drop(this);
+                        tokio::select! {
+                            _ = wake.notified() => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                    Some(due) if Instant::now() >= due => {
+                        if let Err(e) = this.flush_batches().await {
+                            tracing::debug!(error = %e, "timed batch release failed");
+                        }
+                    }
+                    Some(due) => {
+                        drop(this);
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(due) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                }
+            }
+        });
     }
 }
+
+/// The delayed-message plugin's header (`MessageProperties.X_DELAY`).
+pub const X_DELAY: &str = "x-delay";
 
 #[async_trait]
 impl Producer for RabbitProducer {
@@ -235,21 +587,23 @@ impl Producer for RabbitProducer {
     }
 
     async fn flush(&self) -> Result<(), BinderError> {
-        Ok(())
+        self.flush_batches().await
     }
 
     async fn close(&self) -> Result<(), BinderError> {
         self.closed.store(true, Ordering::Release);
+        let flushed = self.flush_batches().await;
+        self.stop.cancel();
         let ch = self.channel.lock().await.take();
         if let Some(ch) = ch
             && ch.status().connected()
         {
-            if self.confirms {
+            if self.options.confirms && !self.options.transacted {
                 let _ = ch.wait_for_confirms().await;
             }
             let _ = ch.close(200, "producer closed".into()).await;
         }
-        Ok(())
+        flushed
     }
 }
 

@@ -162,7 +162,7 @@ fn exchange_decl(name: &str, s: &QueueSettings) -> ExchangeDecl {
             "x-delayed-type".to_owned(),
             str_arg(s.exchange_type.as_str()),
         );
-        "x-delayed-message".to_owned()
+        DELAYED_EXCHANGE_TYPE.to_owned()
     } else {
         s.exchange_type.as_str().to_owned()
     };
@@ -593,6 +593,9 @@ impl fmt::Display for ArgsDisplay<'_> {
     }
 }
 
+/// The delayed message plugin's exchange type.
+pub(crate) const DELAYED_EXCHANGE_TYPE: &str = "x-delayed-message";
+
 fn declare_error(entity: String, attempted: String, err: lapin::Error) -> RabbitError {
     match amqp_error(&err) {
         Some((406, text)) => RabbitError::Conflict {
@@ -653,7 +656,19 @@ async fn declare_on(channel: &lapin::Channel, plan: &DeclarationPlan) -> Result<
                 field_table(&e.arguments),
             )
             .await
-            .map_err(|err| declare_error(entity, attempted, err))?;
+            .map_err(|err| {
+                let error = declare_error(entity.clone(), attempted, err);
+                if e.kind != DELAYED_EXCHANGE_TYPE {
+                    return error;
+                }
+                RabbitError::Declaration {
+                    entity,
+                    reason: format!(
+                        "{error}; exchange type `{DELAYED_EXCHANGE_TYPE}` (delayed-exchange=true) needs the RabbitMQ \
+                         delayed message plugin: rabbitmq-plugins enable rabbitmq_delayed_message_exchange"
+                    ),
+                }
+            })?;
         tracing::debug!(exchange = %e.name, kind = %e.kind, "declared exchange");
     }
     for q in &plan.queues {
