@@ -90,3 +90,23 @@ pub(crate) fn ensure_rabbit() -> Result<(String, u16)> {
          SPRING_RABBITMQ_HOST / SPRING_RABBITMQ_PORT at one."
     )
 }
+
+/// Broker tests that need something the RabbitMQ under test lacks: (test name, reason).
+pub(crate) fn rabbit_skips() -> Vec<(&'static str, String)> {
+    let plugins = Command::new("rabbitmq-plugins")
+        .args(["list", "-e", "-m"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    match plugins {
+        Ok(list) if list.contains("rabbitmq_delayed_message_exchange") => Vec::new(),
+        Ok(_) => vec![(
+            "delayed_exchange_end_to_end",
+            "the rabbitmq_delayed_message_exchange plugin is not enabled on this broker".to_owned(),
+        )],
+        Err(_) => vec![(
+            "delayed_exchange_end_to_end",
+            "rabbitmq-plugins is not available to tell whether the delayed message plugin is enabled"
+                .to_owned(),
+        )],
+    }
+}
