@@ -416,7 +416,13 @@ impl ConsumerContext {
 
     /// A delivery that cannot be decompressed or de-batched: no function call; Spring's
     /// `ListenerExecutionFailedException` path (republish to the DLQ, or reject).
-    async fn undecodable(&self, p: &Prepared, error: &RabbitError, tx: Option<&Channel>) {
+    async fn undecodable(
+        &self,
+        handler: &dyn InboundHandler,
+        p: &Prepared,
+        error: &RabbitError,
+        tx: Option<&Channel>,
+    ) {
         tracing::error!(
             binding = %self.binding_name,
             queue = %self.queue(),
@@ -424,16 +430,16 @@ impl ConsumerContext {
             error = %error,
             "message cannot be decoded; sending it to the error path"
         );
-        let failed = FailedMessage {
-            message: Message::from_parts(p.raw.body.clone(), p.headers.clone()),
-            error: Arc::new(
-                FunctionError::msg(error.to_string()).with_kind("MessageConversionException"),
-            ),
-            attempts: 1,
+        let delivery = Delivery::new(Message::from_parts(p.raw.body.clone(), p.headers.clone()))
+            .with_raw(Arc::new(p.raw.clone()) as Arc<dyn Any + Send + Sync>);
+        let error = FunctionError::msg(error.to_string()).with_kind("MessageConversionException");
+        // The error channel sees it; the disposition (DLQ unless an error handler took it)
+        // settles it. Nothing ran, so even in MANUAL mode the binder settles.
+        let verdict = match handler.handle_failure(delivery, error).await {
+            Disposition::Ack => Some(Verdict::Ack),
+            other => self.verdict(other, &p.raw, tx).await,
         };
-        let verdict = self.recover(failed, &p.raw, tx).await;
-        self.apply(Some(verdict), self.settle_for(p), &p.raw, tx)
-            .await;
+        self.apply(verdict, self.settle_for(p), &p.raw, tx).await;
     }
 
     /// Runs the handler inside the consumer's transaction when transacted.
@@ -469,7 +475,7 @@ impl ConsumerContext {
         let p = self.prepare(tag, delivery);
         let unpacked = match &p.unpacked {
             Ok(u) => u,
-            Err(e) => return self.undecodable(&p, e, tx).await,
+            Err(e) => return self.undecodable(handler, &p, e, tx).await,
         };
         if !unpacked.batched {
             let body = unpacked.parts.first().cloned().unwrap_or_default();
@@ -524,7 +530,7 @@ impl ConsumerContext {
         for d in deliveries {
             let p = self.prepare(tag, d);
             if let Err(e) = &p.unpacked {
-                self.undecodable(&p, e, tx).await;
+                self.undecodable(handler, &p, e, tx).await;
                 continue;
             }
             prepared.push(p);

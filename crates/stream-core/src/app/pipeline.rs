@@ -170,6 +170,13 @@ impl InboundHandler for ConsumerPipeline {
             .await
     }
 
+    async fn handle_failure(&self, delivery: Delivery, error: FunctionError) -> Disposition {
+        let Delivery { message, raw } = delivery;
+        self.failure(message, raw, Arc::new(error), 1)
+            .instrument(self.span("process"))
+            .await
+    }
+
     async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Disposition> {
         match &self.batch_invoker {
             Some(invoker) => {
@@ -187,5 +194,67 @@ impl InboundHandler for ConsumerPipeline {
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::errors::error_handler;
+
+    fn pipeline(errors: ErrorChannels, handler: Option<ErrorHandler>) -> ConsumerPipeline {
+        ConsumerPipeline {
+            id: ConsumerIdentity {
+                binding: "in-0".into(),
+                destination: "orders".into(),
+                group: Some("g".into()),
+                binder_type: "test".into(),
+                error_channel: "orders.g.errors".into(),
+            },
+            invoker: Arc::new(|_| Box::pin(async { Ok(()) })),
+            batch_invoker: None,
+            retry: RetryPolicy::default(),
+            errors,
+            error_handler: handler,
+        }
+    }
+
+    #[tokio::test]
+    async fn binder_side_failures_reach_the_error_channel_then_recovery() {
+        let errors = ErrorChannels::default();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&seen);
+        errors.subscribe(
+            "orders.g.errors",
+            error_handler(move |m: ErrorMessage| {
+                let s = Arc::clone(&s);
+                async move {
+                    assert_eq!(m.error.to_string(), "Bad batched message received");
+                    s.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }),
+        );
+        let p = pipeline(errors, None);
+        let d = p
+            .handle_failure(
+                Delivery::new(Message::bytes("x")),
+                FunctionError::msg("Bad batched message received"),
+            )
+            .await;
+        assert!(matches!(d, Disposition::Recover(ref f) if f.attempts == 1), "{d:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_error_handler_takes_binder_side_failures() {
+        let handled = error_handler(|_m: ErrorMessage| async { Ok(()) });
+        let p = pipeline(ErrorChannels::default(), Some(handled));
+        let d = p
+            .handle_failure(Delivery::new(Message::bytes("x")), FunctionError::msg("bomb"))
+            .await;
+        assert!(matches!(d, Disposition::Ack), "{d:?}");
     }
 }

@@ -91,4 +91,16 @@ pub trait InboundHandler: Send + Sync + 'static {
         }
         out
     }
+
+    /// A delivery the binder could not turn into a message for the function (bad batch
+    /// framing, a decompression bomb...). Nothing is retried: the runtime publishes the failure
+    /// to the binding's error channel (or its `error-handler-definition` handler) and answers
+    /// how to settle — [`Disposition::Recover`] unless an error handler took it.
+    async fn handle_failure(&self, delivery: Delivery, error: FunctionError) -> Disposition {
+        Disposition::Recover(FailedMessage {
+            message: delivery.message,
+            error: Arc::new(error),
+            attempts: 1,
+        })
+    }
 }
