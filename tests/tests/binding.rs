@@ -331,3 +331,18 @@ async fn manual_acknowledge_mode_hands_the_function_an_ack_handle() {
     assert_eq!(broker.queue_depth("manual", "g", None), 0);
     app.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn embedded_headers_are_refused_with_a_reason() {
+    let err = StreamApp::builder()
+        .environment(env(&[(
+            "spring.cloud.stream.bindings.c-in-0.consumer.header-mode",
+            "embeddedHeaders",
+        )]))
+        .binder(InMemoryBinderFactory::default())
+        .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+        .build()
+        .await
+        .expect_err("embedded headers");
+    assert!(err.to_string().contains("embedded-headers"), "{err}");
+}

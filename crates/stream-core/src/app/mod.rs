@@ -531,7 +531,15 @@ fn require(
 
 impl AppShared {
     pub(crate) fn binding(&self, name: &str) -> Result<BindingProperties, StreamError> {
-        Ok(self.config.binding(name)?)
+        let props = self.config.binding(name)?;
+        let embedded = Some(stream_config::HeaderMode::EmbeddedHeaders);
+        if props.consumer.header_mode == embedded || props.producer.header_mode == embedded {
+            return Err(StreamError::InvalidBinding {
+                binding: name.to_owned(),
+                reason: "`header-mode: embedded-headers` (Spring Cloud Stream 1.x payload format) is not supported; binders carry headers natively, so remove the key".to_owned(),
+            });
+        }
+        Ok(props)
     }
 
     pub(crate) fn conversion_context(
