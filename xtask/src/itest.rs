@@ -1,11 +1,11 @@
-//! `cargo xtask itest [rabbit]`: integration tests against real brokers.
+//! `cargo xtask itest [rabbit] [rocketmq]`: integration tests against real brokers.
 
 use anyhow::{Result, bail};
 
-use crate::{broker, cargo, exec, root};
+use crate::{broker, cargo, exec, rocketmq, root};
 
 /// Broker test suites: (broker name, package).
-const SUITES: &[(&str, &str)] = &[("rabbit", "binder-rabbit")];
+const SUITES: &[(&str, &str)] = &[("rabbit", "binder-rabbit"), ("rocketmq", "binder-rocketmq")];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let wanted: Vec<&str> = if args.is_empty() {
@@ -17,25 +17,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let Some((_, package)) = SUITES.iter().find(|(b, _)| b == name) else {
             bail!(
                 "unknown broker `{name}`; known: {}",
-                SUITES
-                    .iter()
-                    .map(|(b, _)| *b)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                SUITES.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", ")
             );
         };
         if !root().join("crates").join(package).exists() {
             bail!("package `{package}` is missing from crates/");
         }
         eprintln!("== {name} integration tests ==");
-        let (host, port) = match *name {
-            "rabbit" => broker::ensure_rabbit()?,
-            _ => unreachable!("checked against SUITES above"),
-        };
-        let skips = match *name {
-            "rabbit" => broker::rabbit_skips(),
-            _ => Vec::new(),
-        };
         let mut c = cargo();
         c.args([
             "test",
@@ -46,12 +34,26 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "--",
             "--ignored",
         ]);
-        for (test, reason) in &skips {
-            eprintln!("SKIPPED {test}: {reason}");
-            c.args(["--skip", test]);
+        // Keeps a broker this run started alive until the suite ends, then stops it.
+        let mut _guard = None;
+        match *name {
+            "rabbit" => {
+                let (host, port) = broker::ensure_rabbit()?;
+                for (test, reason) in &broker::rabbit_skips() {
+                    eprintln!("SKIPPED {test}: {reason}");
+                    c.args(["--skip", test]);
+                }
+                c.env("SPRING_RABBITMQ_HOST", &host)
+                    .env("SPRING_RABBITMQ_PORT", port.to_string());
+            }
+            "rocketmq" => {
+                let guard = rocketmq::ensure_rocketmq()?;
+                eprintln!("RocketMQ name server at {}", guard.name_server());
+                c.env("ROCKETMQ_NAMESRV_ADDR", guard.name_server());
+                _guard = Some(guard);
+            }
+            _ => unreachable!("checked against SUITES above"),
         }
-        c.env("SPRING_RABBITMQ_HOST", &host)
-            .env("SPRING_RABBITMQ_PORT", port.to_string());
         exec(c)?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 mod broker;
 mod itest;
+mod rocketmq;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -15,9 +16,13 @@ cargo xtask <command>
 Commands:
   test            Every test: unit, doc and in-memory end-to-end tests, then broker integration
                   tests (`itest`). This is the command CI runs.
-  itest [rabbit]  Broker integration tests. Finds RabbitMQ via SPRING_RABBITMQ_HOST /
+  itest [rabbit] [rocketmq]
+                  Broker integration tests (default: both). RabbitMQ: SPRING_RABBITMQ_HOST /
                   SPRING_RABBITMQ_PORT (default 127.0.0.1:5672); starts a local rabbitmq-server
-                  or `docker compose` if none answers; fails if no broker can be reached.
+                  or `docker compose` if none answers. RocketMQ: ROCKETMQ_NAMESRV_ADDR if set,
+                  else builds (once, into ~/.cache/stream-rs) and starts the rocketmq-rust name
+                  server and broker on loopback, stopping them afterwards. Fails if a broker
+                  cannot be reached.
   help            This text.
 ";
 

@@ -84,6 +84,11 @@ pub(crate) fn install() -> Result<PathBuf> {
 }
 
 /// The broker configuration: everything on loopback, state under `home`.
+///
+/// `broker.brokerServerConfig.listenPort` must not be set (the port is `broker.listenPort`): the
+/// 1.0.0 broker then exits 70 printing only `core.service.failed`, as it does for any rejected
+/// configuration, and with the loopback security profile a bind address other than loopback is
+/// rejected the same way.
 pub(crate) fn broker_config(home: &Path, name_server: &str) -> String {
     let store = home.join("store");
     let store = store.display();
@@ -100,7 +105,6 @@ pub(crate) fn broker_config(home: &Path, name_server: &str) -> String {
          \n\
          [broker.brokerServerConfig]\n\
          bindAddress = \"127.0.0.1\"\n\
-         listenPort = {BROKER_PORT}\n\
          \n\
          [store]\n\
          storePathRootDir = \"{store}\"\n\

@@ -1,0 +1,334 @@
+//! Header mapping between stream messages and RocketMQ messages, as Spring Cloud Alibaba's
+//! binder does it (`RocketMQMessageConverterSupport`).
+//!
+//! Outbound: `TAGS`/`ROCKET_TAGS` -> tags, `KEYS`/`ROCKET_KEYS` -> keys, `DELAY`/`ROCKET_DELAY`
+//! (> 0) -> delay level, `WAIT` -> wait-store-ok, `MQ_FLAG` -> flag, `TRANSACTIONAL_ARGS` -> the
+//! local transaction's argument; every other header becomes a string user property, except
+//! blank values, RocketMQ's reserved property names and the framework's internal headers.
+//!
+//! Inbound: the `ROCKET_*` headers below plus every user property.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use cheetah_string::CheetahString;
+use rocketmq_model::common::message::MessageTrait;
+use rocketmq_model::common::message::STRING_HASH_SET;
+use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_single::Message as MqMessage;
+use stream_core::message::names;
+use stream_core::{HeaderValue, Headers, Message};
+
+/// Outbound: the message tags (Java `RocketMQHeaders.TAGS`).
+pub const TAGS: &str = "TAGS";
+/// Outbound: the message keys, space separated (`RocketMQHeaders.KEYS`).
+pub const KEYS: &str = "KEYS";
+/// Outbound: delay level 1-18 (`RocketMQConst.Properties.DELAY`).
+pub const DELAY: &str = "DELAY";
+/// Outbound: wait until the broker stored the message (`WAIT`, default true).
+pub const WAIT: &str = "WAIT";
+/// Outbound: the message flag (`MQ_FLAG`).
+pub const MQ_FLAG: &str = "MQ_FLAG";
+/// Outbound: the argument handed to the local transaction (`TRANSACTIONAL_ARGS`).
+pub const TRANSACTIONAL_ARGS: &str = "TRANSACTIONAL_ARGS";
+/// Inbound (and accepted outbound): the message tags.
+pub const ROCKET_TAGS: &str = "ROCKET_TAGS";
+/// Inbound (and accepted outbound): the message keys.
+pub const ROCKET_KEYS: &str = "ROCKET_KEYS";
+/// Accepted outbound: delay level.
+pub const ROCKET_DELAY: &str = "ROCKET_DELAY";
+/// Inbound: the topic the message was consumed from.
+pub const ROCKET_MQ_TOPIC: &str = "ROCKET_MQ_TOPIC";
+/// Inbound: the message id (the producer-side unique id when present).
+pub const ROCKET_MQ_MESSAGE_ID: &str = "ROCKET_MQ_MESSAGE_ID";
+/// Inbound: when the producer created the message (epoch ms).
+pub const ROCKET_MQ_BORN_TIMESTAMP: &str = "ROCKET_MQ_BORN_TIMESTAMP";
+/// Inbound: the producer's address.
+pub const ROCKET_MQ_BORN_HOST: &str = "ROCKET_MQ_BORN_HOST";
+/// Inbound: the message flag.
+pub const ROCKET_MQ_FLAG: &str = "ROCKET_MQ_FLAG";
+/// Inbound: the queue id.
+pub const ROCKET_MQ_QUEUE_ID: &str = "ROCKET_MQ_QUEUE_ID";
+/// Inbound: the system flag.
+pub const ROCKET_MQ_SYS_FLAG: &str = "ROCKET_MQ_SYS_FLAG";
+/// Inbound: the transaction id (transactional messages).
+pub const ROCKET_MQ_TRANSACTION_ID: &str = "ROCKET_MQ_TRANSACTION_ID";
+/// Inbound (this binder only): how many times the broker redelivered the message.
+pub const ROCKET_MQ_RECONSUME_TIMES: &str = "ROCKET_MQ_RECONSUME_TIMES";
+/// Inbound (this binder only): the message's offset in its queue.
+pub const ROCKET_MQ_QUEUE_OFFSET: &str = "ROCKET_MQ_QUEUE_OFFSET";
+
+/// Headers that set native fields (never sent as user properties).
+const NATIVE: &[&str] = &[
+    TAGS,
+    KEYS,
+    DELAY,
+    WAIT,
+    MQ_FLAG,
+    TRANSACTIONAL_ARGS,
+    ROCKET_TAGS,
+    ROCKET_KEYS,
+    ROCKET_DELAY,
+];
+
+/// Inbound-only headers: dropped when a consumed message is forwarded.
+const INBOUND_ONLY: &[&str] = &[
+    ROCKET_MQ_TOPIC,
+    ROCKET_MQ_MESSAGE_ID,
+    ROCKET_MQ_BORN_TIMESTAMP,
+    ROCKET_MQ_BORN_HOST,
+    ROCKET_MQ_FLAG,
+    ROCKET_MQ_QUEUE_ID,
+    ROCKET_MQ_SYS_FLAG,
+    ROCKET_MQ_TRANSACTION_ID,
+    ROCKET_MQ_RECONSUME_TIMES,
+    ROCKET_MQ_QUEUE_OFFSET,
+];
+
+/// Whether `name` is a RocketMQ reserved (system) property name.
+pub fn is_reserved(name: &str) -> bool {
+    STRING_HASH_SET.contains(name)
+}
+
+/// What an outbound message carries besides its RocketMQ form.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The RocketMQ message.
+    pub message: MqMessage,
+    /// `TRANSACTIONAL_ARGS`, rendered as text.
+    pub transactional_args: Option<String>,
+    /// The partition (`scst_partition`), when set.
+    pub partition: Option<i64>,
+    /// Delay level requested (0 = none).
+    pub delay_level: i32,
+}
+
+fn text(headers: &Headers, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|n| headers.get(n))
+        .map(|v| v.to_string().trim().to_owned())
+        .find(|s| !s.is_empty())
+}
+
+/// Maps a stream message to a RocketMQ message for `topic`.
+pub fn to_rocketmq(topic: &str, message: &Message<Bytes>) -> Outbound {
+    let headers = message.headers();
+    let mut mq = MqMessage::builder()
+        .topic(topic)
+        .body(message.payload().clone())
+        .build_unchecked();
+    if let Some(tags) = text(headers, &[TAGS, ROCKET_TAGS]) {
+        mq.set_tags(CheetahString::from_string(tags));
+    }
+    if let Some(keys) = text(headers, &[KEYS, ROCKET_KEYS]) {
+        mq.set_keys(CheetahString::from_string(keys));
+    }
+    let delay_level = [DELAY, ROCKET_DELAY]
+        .iter()
+        .filter_map(|n| headers.get(n))
+        .find_map(HeaderValue::to_i64_lenient)
+        .and_then(|d| i32::try_from(d).ok())
+        .filter(|d| *d > 0)
+        .unwrap_or(0);
+    if delay_level > 0 {
+        mq.set_delay_time_level(delay_level);
+    }
+    if let Some(wait) = headers.get(WAIT).and_then(HeaderValue::as_bool) {
+        mq.set_wait_store_msg_ok(wait);
+    }
+    if let Some(flag) = headers
+        .get(MQ_FLAG)
+        .and_then(HeaderValue::to_i64_lenient)
+        .and_then(|f| i32::try_from(f).ok())
+    {
+        mq.set_flag(flag);
+    }
+    for (name, value) in headers.iter() {
+        if name.trim().is_empty()
+            || NATIVE.contains(&name)
+            || INBOUND_ONLY.contains(&name)
+            || is_reserved(name)
+            || (names::is_internal(name) && name != names::PARTITION)
+        {
+            continue;
+        }
+        let rendered = value.to_string();
+        if rendered.trim().is_empty() {
+            continue;
+        }
+        // Not reserved and not blank: put_user_property cannot fail here.
+        let _ = mq.put_user_property(
+            CheetahString::from_slice(name),
+            CheetahString::from_string(rendered),
+        );
+    }
+    Outbound {
+        message: mq,
+        transactional_args: text(headers, &[TRANSACTIONAL_ARGS]),
+        partition: headers
+            .get(names::PARTITION)
+            .and_then(HeaderValue::to_i64_lenient),
+        delay_level,
+    }
+}
+
+/// Maps a consumed RocketMQ message to a stream message.
+pub fn from_rocketmq(ext: &MessageExt) -> Message<Bytes> {
+    let props: &HashMap<CheetahString, CheetahString> = ext.properties();
+    let mut headers = Headers::new();
+    for (k, v) in props {
+        if !is_reserved(k.as_str()) && !v.as_str().is_empty() {
+            headers.insert(k.as_str(), v.as_str());
+        }
+    }
+    let prop = |name: &str| {
+        props
+            .get(&CheetahString::from_slice(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    if let Some(keys) = prop(rocketmq_model::common::message::MessageConst::PROPERTY_KEYS) {
+        headers.insert(ROCKET_KEYS, keys);
+    }
+    if let Some(tags) = prop(rocketmq_model::common::message::MessageConst::PROPERTY_TAGS) {
+        headers.insert(ROCKET_TAGS, tags);
+    }
+    let id =
+        prop(rocketmq_model::common::message::MessageConst::PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+            .unwrap_or_else(|| ext.msg_id().as_str().to_owned());
+    headers.insert(ROCKET_MQ_TOPIC, ext.topic().as_str());
+    headers.insert(ROCKET_MQ_MESSAGE_ID, id);
+    headers.insert(ROCKET_MQ_BORN_TIMESTAMP, ext.born_timestamp());
+    headers.insert(ROCKET_MQ_BORN_HOST, ext.born_host().to_string());
+    headers.insert(ROCKET_MQ_FLAG, ext.flag());
+    headers.insert(ROCKET_MQ_QUEUE_ID, ext.queue_id());
+    headers.insert(ROCKET_MQ_SYS_FLAG, ext.sys_flag());
+    if let Some(tx) = prop(rocketmq_model::common::message::MessageConst::PROPERTY_TRANSACTION_ID)
+        .or_else(|| {
+            ext.get_transaction_id()
+                .map(|t| t.as_str().to_owned())
+                .filter(|t| !t.is_empty())
+        })
+    {
+        headers.insert(ROCKET_MQ_TRANSACTION_ID, tx);
+    }
+    headers.insert(ROCKET_MQ_RECONSUME_TIMES, ext.reconsume_times());
+    headers.insert(ROCKET_MQ_QUEUE_OFFSET, ext.queue_offset());
+    Message::from_parts(ext.body().unwrap_or_default(), headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(m: &MqMessage, name: &str) -> Option<String> {
+        m.get_user_property(CheetahString::from_slice(name))
+            .map(|v| v.as_str().to_owned())
+    }
+
+    #[test]
+    fn native_headers_set_native_fields() {
+        let msg = Message::bytes("x")
+            .with_header(TAGS, "t1")
+            .with_header(KEYS, "k1 k2")
+            .with_header(DELAY, 3_i32)
+            .with_header(WAIT, "false")
+            .with_header(MQ_FLAG, 7_i32)
+            .with_header(TRANSACTIONAL_ARGS, "arg");
+        let out = to_rocketmq("orders", &msg);
+        assert_eq!(out.message.topic().as_str(), "orders");
+        assert_eq!(out.message.tags(), Some("t1"));
+        assert_eq!(out.message.property("KEYS"), Some("k1 k2"));
+        assert_eq!(out.message.delay_level(), 3);
+        assert_eq!(out.delay_level, 3);
+        assert!(!out.message.wait_store_msg_ok());
+        assert_eq!(out.message.flag(), 7);
+        assert_eq!(out.transactional_args.as_deref(), Some("arg"));
+        for n in [TAGS, KEYS, DELAY, WAIT, MQ_FLAG, TRANSACTIONAL_ARGS] {
+            // Reserved or native names never travel as user properties.
+            assert!(
+                is_reserved(n) || user(&out.message, n).is_none(),
+                "{n} leaked as a user property"
+            );
+        }
+        assert!(user(&out.message, TRANSACTIONAL_ARGS).is_none());
+    }
+
+    #[test]
+    fn rocket_prefixed_aliases_and_defaults() {
+        let msg = Message::bytes("x")
+            .with_header(ROCKET_TAGS, "t")
+            .with_header(ROCKET_KEYS, "k")
+            .with_header(ROCKET_DELAY, "2");
+        let out = to_rocketmq("t", &msg);
+        assert_eq!(out.message.tags(), Some("t"));
+        assert_eq!(out.message.property("KEYS"), Some("k"));
+        assert_eq!(out.message.delay_level(), 2);
+        assert!(out.message.wait_store_msg_ok(), "WAIT defaults to true");
+        let plain = to_rocketmq("t", &Message::bytes("x").with_header(DELAY, 0_i32));
+        assert_eq!(plain.delay_level, 0);
+    }
+
+    #[test]
+    fn user_headers_become_string_properties() {
+        let msg = Message::bytes("x")
+            .with_header("contentType", "application/json")
+            .with_header(names::PARTITION, 2_i32)
+            .with_header("n", 42_i64)
+            .with_header("b", true)
+            .with_header("blank", "  ")
+            .with_header("", "v")
+            .with_header("UNIQ_KEY", "forged")
+            .with_header(names::DELIVERY_ATTEMPT, 2_i32)
+            .with_header(ROCKET_MQ_QUEUE_ID, 1_i32);
+        let out = to_rocketmq("t", &msg);
+        let m = &out.message;
+        assert_eq!(user(m, "contentType").as_deref(), Some("application/json"));
+        assert_eq!(user(m, "scst_partition").as_deref(), Some("2"));
+        assert_eq!(out.partition, Some(2));
+        assert_eq!(user(m, "n").as_deref(), Some("42"));
+        assert_eq!(user(m, "b").as_deref(), Some("true"));
+        assert!(user(m, "blank").is_none());
+        assert!(m.property("UNIQ_KEY").is_none(), "reserved name was sent");
+        assert!(user(m, names::DELIVERY_ATTEMPT).is_none());
+        assert!(user(m, ROCKET_MQ_QUEUE_ID).is_none());
+    }
+
+    #[test]
+    fn inbound_maps_properties_and_metadata() {
+        let out = to_rocketmq(
+            "orders",
+            &Message::bytes("body")
+                .with_header(TAGS, "t")
+                .with_header(KEYS, "k")
+                .with_header("h", "v"),
+        );
+        let mut ext = MessageExt::default();
+        ext.set_message_inner(out.message);
+        ext.set_queue_id(3);
+        ext.set_queue_offset(17);
+        ext.set_reconsume_times(2);
+        ext.set_born_timestamp(1234);
+        ext.set_msg_id(CheetahString::from_slice("ID1"));
+        let m = from_rocketmq(&ext);
+        let h = m.headers();
+        assert_eq!(&m.payload()[..], b"body");
+        assert_eq!(h.get_str("h"), Some("v"));
+        assert_eq!(h.get_str(ROCKET_TAGS), Some("t"));
+        assert_eq!(h.get_str(ROCKET_KEYS), Some("k"));
+        assert_eq!(h.get_str(ROCKET_MQ_TOPIC), Some("orders"));
+        assert_eq!(h.get_str(ROCKET_MQ_MESSAGE_ID), Some("ID1"));
+        assert_eq!(h.get(ROCKET_MQ_QUEUE_ID), Some(&HeaderValue::I32(3)));
+        assert_eq!(h.get(ROCKET_MQ_QUEUE_OFFSET), Some(&HeaderValue::I64(17)));
+        assert_eq!(h.get(ROCKET_MQ_RECONSUME_TIMES), Some(&HeaderValue::I32(2)));
+        assert_eq!(
+            h.get(ROCKET_MQ_BORN_TIMESTAMP),
+            Some(&HeaderValue::I64(1234))
+        );
+        assert!(
+            !h.contains("TAGS"),
+            "reserved properties stay out of the headers"
+        );
+        assert!(!h.contains("WAIT"));
+    }
+}
