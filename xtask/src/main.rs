@@ -23,6 +23,8 @@ Commands:
                   else builds (once, into ~/.cache/stream-rs) and starts the rocketmq-rust name
                   server and broker on loopback, stopping them afterwards. Fails if a broker
                   cannot be reached.
+  broker rocketmq Builds (once) and starts the rocketmq-rust name server and broker on loopback
+                  for running the examples by hand; Ctrl-C stops them.
   help            This text.
 ";
 
@@ -33,11 +35,34 @@ fn main() -> Result<()> {
     match command.as_str() {
         "test" => test::run(&rest),
         "itest" => itest::run(&rest),
+        "broker" => broker_up(&rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
         }
         other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}
+
+/// `cargo xtask broker rocketmq`: a local broker for running examples by hand.
+fn broker_up(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("rocketmq") => {
+            let guard = rocketmq::ensure_rocketmq()?;
+            eprintln!(
+                "RocketMQ name server at {} (spring.cloud.stream.rocketmq.binder.name-server); Ctrl-C stops it",
+                guard.name_server()
+            );
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        Some("rabbit") => {
+            let (host, port) = broker::ensure_rabbit()?;
+            eprintln!("RabbitMQ at {host}:{port}");
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask broker rocketmq|rabbit"),
     }
 }
 
