@@ -17,7 +17,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let Some((_, package)) = SUITES.iter().find(|(b, _)| b == name) else {
             bail!(
                 "unknown broker `{name}`; known: {}",
-                SUITES.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", ")
+                SUITES
+                    .iter()
+                    .map(|(b, _)| *b)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         };
         if !root().join("crates").join(package).exists() {

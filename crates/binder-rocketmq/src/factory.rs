@@ -594,6 +594,14 @@ impl Binder for RocketMqBinder {
                         .to_owned(),
             });
         }
+        if !props.enabled {
+            // As the Java binder: a disabled producer binding refuses every message, clearly.
+            tracing::info!(binding = %request.binding_name, "producer disabled (enabled=false)");
+            return Ok(Arc::new(DisabledProducer {
+                binding: request.binding_name.clone(),
+                topic: destination.name.clone(),
+            }));
+        }
         let producer = crate::producer::bind(&self.inner, &request, &props, topic).await?;
         self.inner
             .producers
@@ -632,6 +640,34 @@ impl Binder for RocketMqBinder {
             a.shutdown().await;
         }
         self.inner.domain.shutdown().await;
+        Ok(())
+    }
+}
+
+/// A producer binding with `enabled=false`: every send fails, naming the key to change.
+struct DisabledProducer {
+    binding: String,
+    topic: String,
+}
+
+#[async_trait]
+impl Producer for DisabledProducer {
+    async fn send(&self, _message: stream_core::Message<bytes::Bytes>) -> Result<(), BinderError> {
+        Err(BinderError::Send {
+            destination: self.topic.clone(),
+            reason: format!(
+                "binding `{}` is disabled (spring.cloud.stream.rocketmq.bindings.{}.producer.enabled=false); the message was not delivered",
+                self.binding, self.binding
+            ),
+            source: None,
+        })
+    }
+
+    async fn flush(&self) -> Result<(), BinderError> {
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), BinderError> {
         Ok(())
     }
 }

@@ -472,6 +472,10 @@ async fn async_callbacks_one_way_and_size_limit() {
                 "spring.cloud.stream.rocketmq.bindings.small.producer.max-message-size",
                 "16",
             ),
+            (
+                "spring.cloud.stream.rocketmq.bindings.off.producer.enabled",
+                "false",
+            ),
         ],
     )
     .await;
@@ -495,6 +499,12 @@ async fn async_callbacks_one_way_and_size_limit() {
     let text = err.to_string();
     assert!(text.contains("max-message-size"), "{text}");
     assert!(text.contains(&topic), "{text}");
+    let off = producer(&b, "off", &topic, pp()).await;
+    let err = off
+        .send(Message::bytes("never"))
+        .await
+        .expect_err("disabled producer");
+    assert!(err.to_string().contains("producer.enabled=false"), "{err}");
     let mut got = BTreeSet::new();
     for _ in 0..3 {
         got.insert(body(&next(&mut rx, 60).await));

@@ -244,7 +244,10 @@ mod tests {
                 FunctionError::msg("Bad batched message received"),
             )
             .await;
-        assert!(matches!(d, Disposition::Recover(ref f) if f.attempts == 1), "{d:?}");
+        assert!(
+            matches!(d, Disposition::Recover(ref f) if f.attempts == 1),
+            "{d:?}"
+        );
         assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 
@@ -253,7 +256,10 @@ mod tests {
         let handled = error_handler(|_m: ErrorMessage| async { Ok(()) });
         let p = pipeline(ErrorChannels::default(), Some(handled));
         let d = p
-            .handle_failure(Delivery::new(Message::bytes("x")), FunctionError::msg("bomb"))
+            .handle_failure(
+                Delivery::new(Message::bytes("x")),
+                FunctionError::msg("bomb"),
+            )
             .await;
         assert!(matches!(d, Disposition::Ack), "{d:?}");
     }
