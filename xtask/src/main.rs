@@ -1,5 +1,6 @@
 //! Project automation. Run `cargo xtask help`.
 
+mod bench;
 mod broker;
 mod itest;
 mod rocketmq;
@@ -23,6 +24,11 @@ Commands:
                   else builds (once, into ~/.cache/stream-rs) and starts the rocketmq-rust name
                   server and broker on loopback, stopping them afterwards. Fails if a broker
                   cannot be reached.
+  bench [rabbit|memory|rocketmq|backlog|all] [--messages N] [--size BYTES] [--rounds R]
+        [--backlog N]
+                  Throughput, CPU, peak RSS and allocations of the framework against the raw
+                  client on the same broker (default: all, 100000 messages, 256 B and 4 KiB,
+                  3 rounds). Not part of `test`. See docs/benchmarks.md.
   broker rocketmq Builds (once) and starts the rocketmq-rust name server and broker on loopback
                   for running the examples by hand; Ctrl-C stops them.
   help            This text.
@@ -36,6 +42,7 @@ fn main() -> Result<()> {
         "test" => test::run(&rest),
         "itest" => itest::run(&rest),
         "broker" => broker_up(&rest),
+        "bench" => bench::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())
