@@ -53,11 +53,25 @@ impl ConversionContext {
 /// A type a function can take: any `serde` type (converted by content type), `String`/`Bytes`/
 /// `Vec<u8>` (raw), or a [`Message`] of those (with headers and the acknowledgment handle).
 pub trait FunctionInput: Sized + Send + 'static {
+    /// Whether the input keeps the message's headers (`Message<T>`); when it does not, the
+    /// runtime moves the headers to the output instead of copying them.
+    const KEEPS_HEADERS: bool = false;
+
     /// Builds the input from a delivered message.
     fn from_message(
         message: Message<Bytes>,
         ctx: &ConversionContext,
     ) -> Result<Self, ConversionError>;
+
+    /// Builds the input from a payload and a view of the headers (used when
+    /// [`FunctionInput::KEEPS_HEADERS`] is false, so the headers need not be copied).
+    fn from_payload(
+        payload: Bytes,
+        headers: &Headers,
+        ctx: &ConversionContext,
+    ) -> Result<Self, ConversionError> {
+        Self::from_message(Message::from_parts(payload, headers.clone()), ctx)
+    }
 }
 
 impl<T: DeserializeOwned + Send + 'static> FunctionInput for T {
@@ -67,9 +81,19 @@ impl<T: DeserializeOwned + Send + 'static> FunctionInput for T {
     ) -> Result<Self, ConversionError> {
         ctx.decode(message.payload(), message.headers())
     }
+
+    fn from_payload(
+        payload: Bytes,
+        headers: &Headers,
+        ctx: &ConversionContext,
+    ) -> Result<Self, ConversionError> {
+        ctx.decode(&payload, headers)
+    }
 }
 
 impl<T: DeserializeOwned + Send + 'static> FunctionInput for Message<T> {
+    const KEEPS_HEADERS: bool = true;
+
     fn from_message(
         message: Message<Bytes>,
         ctx: &ConversionContext,

@@ -78,8 +78,7 @@ impl fmt::Debug for ErasedFunction {
 
 /// Headers an input gives to the output of a function that returns a plain value: every header
 /// except those describing the input message itself.
-fn propagated(headers: &Headers) -> Headers {
-    let mut out = headers.clone();
+fn propagated(mut out: Headers) -> Headers {
     out.retain(|k, _| {
         !names::is_internal(k)
             && k != names::CONTENT_TYPE
@@ -184,10 +183,16 @@ impl ErasedFunction {
                 let prepared = input
                     .ok_or_else(|| FunctionError::msg("function invoked without an input"))
                     .and_then(|m| {
-                        let headers = propagated(m.headers());
-                        I::from_message(m, in_ctx)
-                            .map(|i| (i, headers))
-                            .map_err(FunctionError::new)
+                        let converted = if I::KEEPS_HEADERS {
+                            let headers = propagated(m.headers().clone());
+                            I::from_message(m, in_ctx).map(|i| (i, headers))
+                        } else {
+                            // Plain-typed inputs never see the headers: move them, don't copy.
+                            let (payload, headers) = m.into_parts();
+                            I::from_payload(payload, &headers, in_ctx)
+                                .map(|i| (i, propagated(headers)))
+                        };
+                        converted.map_err(FunctionError::new)
                     });
                 Box::pin(async move {
                     let (input, headers) = prepared?;
