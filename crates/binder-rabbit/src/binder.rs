@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use stream_config::{Environment, ExtensionSchema};
+use stream_core::AckMode;
 use stream_core::binder::{
     Binder, BinderContext, BinderFactory, Binding, Capabilities, Capability, ConsumerDestination,
     ConsumerRequest, InboundHandler, PollableSource, Producer, ProducerDestination,
@@ -19,8 +20,8 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    AcknowledgeMode, ConfirmType, ContainerType, RabbitBinderProperties,
-    RabbitConnectionProperties, RabbitConsumerProperties, RabbitProducerProperties,
+    ConfirmType, ContainerType, RabbitBinderProperties, RabbitConnectionProperties,
+    RabbitConsumerProperties, RabbitProducerProperties,
 };
 use crate::connection::{ConnectionFactory, ConnectionSlot};
 use crate::consumer::{ConsumerContext, RabbitConsumerBinding};
@@ -369,7 +370,7 @@ impl RabbitBinder {
             }
         };
         short(&topology.queue).map_err(|e| e.into_binder_error(&topology.queue))?;
-        if props.acknowledge_mode == AcknowledgeMode::Manual {
+        if props.acknowledge_mode == AckMode::Manual {
             tracing::debug!(binding = %request.binding_name, "acknowledge-mode MANUAL: the function settles messages");
         }
         let ctx = Arc::new(ConsumerContext {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use stream_config::{ConfigError, Environment, PropertyField, PropertyKind, Secret};
 
+use stream_core::AckMode;
+
 stream_config::property_enum! {
     /// An exchange type.
     pub enum ExchangeType {
@@ -22,15 +24,6 @@ stream_config::property_enum! {
         Headers = "headers",
     }
 
-    /// Who settles consumed messages.
-    pub enum AcknowledgeMode {
-        /// The binder acknowledges or rejects after the function returned.
-        Auto = "AUTO",
-        /// The function settles through the message's `Acknowledgment`.
-        Manual = "MANUAL",
-        /// The broker settles on delivery (`no_ack`).
-        None = "NONE",
-    }
 
     /// AMQP delivery mode.
     pub enum DeliveryMode {
@@ -172,7 +165,7 @@ stream_config::properties! {
     /// RabbitMQ consumer properties (`spring.cloud.stream.rabbit.bindings.<name>.consumer.*`).
     pub struct RabbitConsumerProperties {
         /// Who settles messages: AUTO, MANUAL or NONE.
-        pub acknowledge_mode: AcknowledgeMode = AcknowledgeMode::Auto,
+        pub acknowledge_mode: AckMode = AckMode::Auto,
         /// Prefix of anonymous queue names (`<destination>.<prefix><random>`).
         pub anonymous_group_prefix: String = "anonymous.".to_owned(),
         /// Declare a DLQ and bind it to the DLX.
@@ -552,7 +545,7 @@ mod tests {
     #[test]
     fn consumer_defaults_match_spring() {
         let c = RabbitConsumerProperties::default();
-        assert_eq!(c.acknowledge_mode, AcknowledgeMode::Auto);
+        assert_eq!(c.acknowledge_mode, AckMode::Auto);
         assert_eq!(c.prefetch, 1);
         assert_eq!(c.max_concurrency, 1);
         assert!(c.durable_subscription);
@@ -582,7 +575,7 @@ mod tests {
         assert_eq!(c.dlq_dead_letter_exchange.get(), Some(""));
         assert_eq!(c.dlq_ttl, Some(5000));
         assert!(c.quorum.enabled);
-        assert_eq!(c.acknowledge_mode, AcknowledgeMode::Manual);
+        assert_eq!(c.acknowledge_mode, AckMode::Manual);
         let s = c.queue_settings();
         assert_eq!(s.dlq_dead_letter_exchange.as_deref(), Some(""));
         let mut unset = RabbitConsumerProperties::default();

@@ -28,11 +28,12 @@ use tracing::Instrument;
 use crate::batching;
 use crate::binder::Shared;
 use crate::compression;
-use crate::config::{AcknowledgeMode, RabbitConsumerProperties};
+use crate::config::RabbitConsumerProperties;
 use crate::error::{RabbitError, amqp_error};
 use crate::headers::{self, HeaderPatterns, InboundEnvelope};
 use crate::provisioning::{ConsumerTopology, short};
 use crate::transaction::{self, TxContext};
+use stream_core::AckMode;
 
 /// The broker's view of a consumed message, attached to each [`Delivery`] as its raw message
 /// (error handlers can downcast `Delivery::raw` to it).
@@ -103,7 +104,7 @@ impl ConsumerContext {
             .create_channel()
             .await
             .map_err(lapin_err("opening a consumer channel"))?;
-        let no_ack = self.props.acknowledge_mode == AcknowledgeMode::None;
+        let no_ack = self.props.acknowledge_mode == AckMode::None;
         if !no_ack {
             let prefetch = if self.batch_mode && self.props.enable_batching {
                 self.props
@@ -355,7 +356,7 @@ impl ConsumerContext {
             properties,
             body: Bytes::from(data),
         };
-        let manual = (self.props.acknowledge_mode == AcknowledgeMode::Manual).then(|| {
+        let manual = (self.props.acknowledge_mode == AckMode::Manual).then(|| {
             Acknowledgment::new(Arc::new(RabbitAcknowledger {
                 acker: acker.clone(),
                 queue: self.queue().to_owned(),
@@ -386,12 +387,14 @@ impl ConsumerContext {
 
     fn settle_for<'a>(&self, p: &'a Prepared) -> Settle<'a> {
         match self.props.acknowledge_mode {
-            AcknowledgeMode::None => Settle::Nothing,
-            AcknowledgeMode::Auto => Settle::Acker(&p.acker),
-            AcknowledgeMode::Manual => match &p.manual {
+            AckMode::None => Settle::Nothing,
+            AckMode::Auto => Settle::Acker(&p.acker),
+            AckMode::Manual => match &p.manual {
                 Some(ack) if !ack.is_settled() => Settle::Manual(ack),
                 _ => Settle::Nothing,
             },
+            // AckMode is #[non_exhaustive]; a future mode settles like AUTO.
+            _ => Settle::Acker(&p.acker),
         }
     }
 
@@ -510,8 +513,7 @@ impl ConsumerContext {
                 }
             }
         }
-        let verdict =
-            (self.props.acknowledge_mode != AcknowledgeMode::Manual).then_some(Verdict::Ack);
+        let verdict = (self.props.acknowledge_mode != AckMode::Manual).then_some(Verdict::Ack);
         self.apply(verdict, self.settle_for(&p), &p.raw, tx).await;
     }
 
@@ -560,9 +562,7 @@ impl ConsumerContext {
         }
         let mut verdicts: Vec<Option<Verdict>> = prepared
             .iter()
-            .map(|_| {
-                (self.props.acknowledge_mode != AcknowledgeMode::Manual).then_some(Verdict::Ack)
-            })
+            .map(|_| (self.props.acknowledge_mode != AckMode::Manual).then_some(Verdict::Ack))
             .collect();
         let mut dispositions = dispositions.into_iter();
         for (i, raw) in owners {
@@ -605,7 +605,7 @@ impl ConsumerContext {
     ) -> Option<Verdict> {
         match disposition {
             Disposition::Ack => {
-                (self.props.acknowledge_mode != AcknowledgeMode::Manual).then_some(Verdict::Ack)
+                (self.props.acknowledge_mode != AckMode::Manual).then_some(Verdict::Ack)
             }
             Disposition::Reject { requeue } => Some(Verdict::Reject(requeue)),
             Disposition::Recover(failed) => Some(self.recover(failed, raw, tx).await),

@@ -15,8 +15,8 @@ mod transaction;
 
 pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory, RabbitProvisioner};
 pub use config::{
-    AcknowledgeMode, ConfirmType, ContainerType, DeliveryMode, ExchangeType, NullableString,
-    QuorumProperties, RabbitBinderProperties, RabbitConnectionProperties, RabbitConsumerProperties,
+    ConfirmType, ContainerType, DeliveryMode, ExchangeType, NullableString, QuorumProperties,
+    RabbitBinderProperties, RabbitConnectionProperties, RabbitConsumerProperties,
     RabbitProducerProperties, RabbitSslProperties,
 };
 pub use consumer::RabbitRawMessage;

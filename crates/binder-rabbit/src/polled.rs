@@ -12,10 +12,10 @@ use stream_core::binder::{InboundHandler, PollableSource};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::config::AcknowledgeMode;
 use crate::consumer::ConsumerContext;
 use crate::error::RabbitError;
 use crate::provisioning::short;
+use stream_core::AckMode;
 
 /// A pollable source on one queue.
 pub(crate) struct RabbitPollableSource {
@@ -59,7 +59,7 @@ impl PollableSource for RabbitPollableSource {
             .channel()
             .await
             .map_err(|e| e.into_binder_error(queue))?;
-        let no_ack = self.ctx.props.acknowledge_mode == AcknowledgeMode::None;
+        let no_ack = self.ctx.props.acknowledge_mode == AckMode::None;
         let got = ch
             .basic_get(
                 short(queue).map_err(|e| e.into_binder_error(queue))?,

@@ -2,8 +2,6 @@
 
 use crate::message::AckMode;
 
-stream_config::property_field_from_str!(AckMode, "AUTO, MANUAL or NONE");
-
 stream_config::properties! {
     /// Binder-level properties of the in-memory binder (none yet).
     pub struct MemoryBinderProperties {}

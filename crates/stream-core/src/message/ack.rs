@@ -35,6 +35,33 @@ impl std::str::FromStr for AckMode {
     }
 }
 
+impl AckMode {
+    /// Spring's spelling: `AUTO`, `MANUAL`, `NONE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Auto => "AUTO",
+            AckMode::Manual => "MANUAL",
+            AckMode::None => "NONE",
+        }
+    }
+}
+
+/// `acknowledge-mode` is a property of several binders; they share this type.
+impl stream_config::ScalarField for AckMode {
+    fn type_name() -> String {
+        "AUTO, MANUAL or NONE".to_owned()
+    }
+
+    fn parse_value(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+
+    fn render(&self) -> String {
+        self.as_str().to_owned()
+    }
+}
+stream_config::__scalar_property_field!(AckMode);
+
 /// The binder side of a manual acknowledgment: settles one delivery on the broker.
 #[async_trait]
 pub trait Acknowledger: Send + Sync + 'static {
