@@ -372,12 +372,12 @@ impl ConsumerContext {
         };
         let unpacked = unpack(&raw, self.shared.binder.max_decompressed_size);
         let props = match &unpacked {
-            Ok(u) => &u.properties,
+            Ok(u) => u.properties(&raw),
             Err(_) => &raw.properties,
         };
         let headers = headers::inbound_headers(props, &env, &self.patterns);
         Prepared {
-            raw,
+            raw: Arc::new(raw),
             acker,
             manual,
             headers,
@@ -398,6 +398,19 @@ impl ConsumerContext {
         }
     }
 
+    /// The delivery as the runtime sees it when it is the raw message unchanged: the headers
+    /// move into the message and the raw message is shared, nothing is copied.
+    fn whole(&self, p: &mut Prepared) -> (Delivery, Arc<RabbitRawMessage>) {
+        let headers = std::mem::take(&mut p.headers);
+        let mut message = Message::from_parts(p.raw.body.clone(), headers);
+        message.set_acknowledgment(p.manual.clone());
+        let raw = Arc::clone(&p.raw);
+        (
+            Delivery::new(message).with_raw(Arc::clone(&raw) as Arc<dyn Any + Send + Sync>),
+            raw,
+        )
+    }
+
     /// A part of a delivery as the runtime sees it, and its raw message (for republishing).
     fn part(
         &self,
@@ -407,7 +420,7 @@ impl ConsumerContext {
     ) -> (Delivery, Arc<RabbitRawMessage>) {
         let mut message = Message::from_parts(body.clone(), p.headers.clone());
         message.set_acknowledgment(p.manual.clone());
-        let mut raw = p.raw.clone();
+        let mut raw = RabbitRawMessage::clone(&p.raw);
         raw.properties = props.clone();
         raw.body = body;
         let raw = Arc::new(raw);
@@ -415,6 +428,21 @@ impl ConsumerContext {
             Delivery::new(message).with_raw(raw.clone() as Arc<dyn Any + Send + Sync>),
             raw,
         )
+    }
+
+    /// Every part of a delivery (one for a plain or decompressed delivery).
+    fn parts(&self, p: &mut Prepared) -> Vec<(Delivery, Arc<RabbitRawMessage>)> {
+        let Ok(u) = &p.unpacked else {
+            return Vec::new();
+        };
+        if u.is_plain() {
+            return vec![self.whole(p)];
+        }
+        let props = u.properties(&p.raw);
+        u.parts
+            .iter()
+            .map(|body| self.part(p, props, body.clone()))
+            .collect()
     }
 
     /// A delivery that cannot be decompressed or de-batched: no function call; Spring's
@@ -434,7 +462,7 @@ impl ConsumerContext {
             "message cannot be decoded; sending it to the error path"
         );
         let delivery = Delivery::new(Message::from_parts(p.raw.body.clone(), p.headers.clone()))
-            .with_raw(Arc::new(p.raw.clone()) as Arc<dyn Any + Send + Sync>);
+            .with_raw(Arc::clone(&p.raw) as Arc<dyn Any + Send + Sync>);
         let error = FunctionError::msg(error.to_string()).with_kind("MessageConversionException");
         // The error channel sees it; the disposition (DLQ unless an error handler took it)
         // settles it. Nothing ran, so even in MANUAL mode the binder settles.
@@ -475,14 +503,18 @@ impl ConsumerContext {
                 .await;
         }
         let tx = self.props.transacted.then_some(channel);
-        let p = self.prepare(tag, delivery);
+        let mut p = self.prepare(tag, delivery);
         let unpacked = match &p.unpacked {
             Ok(u) => u,
             Err(e) => return self.undecodable(handler, &p, e, tx).await,
         };
         if !unpacked.batched {
-            let body = unpacked.parts.first().cloned().unwrap_or_default();
-            let (delivery, part) = self.part(&p, &unpacked.properties, body);
+            let (delivery, part) = if unpacked.is_plain() {
+                self.whole(&mut p)
+            } else {
+                let body = unpacked.parts.first().cloned().unwrap_or_default();
+                self.part(&p, unpacked.properties(&p.raw), body)
+            };
             let disposition = self.in_tx(tx, handler.handle(delivery)).await;
             self.rollback_unless_ack(&disposition, tx).await;
             let verdict = self.verdict(disposition, &part, tx).await;
@@ -493,7 +525,7 @@ impl ConsumerContext {
         // A failed part is republished alone when it can be; otherwise its outcome settles the
         // whole message and the remaining parts are not processed (Spring's de-batching loop).
         for body in unpacked.parts.iter().cloned() {
-            let (delivery, part) = self.part(&p, &unpacked.properties, body);
+            let (delivery, part) = self.part(&p, unpacked.properties(&p.raw), body);
             let disposition = self.in_tx(tx, handler.handle(delivery)).await;
             if matches!(disposition, Disposition::Ack) {
                 continue;
@@ -539,13 +571,10 @@ impl ConsumerContext {
         }
         let mut batch = Vec::new();
         let mut owners = Vec::new();
-        for (i, p) in prepared.iter().enumerate() {
-            if let Ok(u) = &p.unpacked {
-                for body in &u.parts {
-                    let (delivery, raw) = self.part(p, &u.properties, body.clone());
-                    batch.push(delivery);
-                    owners.push((i, raw));
-                }
+        for (i, p) in prepared.iter_mut().enumerate() {
+            for (delivery, raw) in self.parts(p) {
+                batch.push(delivery);
+                owners.push((i, raw));
             }
         }
         if batch.is_empty() {
@@ -858,7 +887,7 @@ impl ConsumerContext {
 
 /// A delivery mapped for the runtime.
 struct Prepared {
-    raw: RabbitRawMessage,
+    raw: Arc<RabbitRawMessage>,
     acker: lapin::Acker,
     manual: Option<Acknowledgment>,
     headers: stream_core::Headers,
@@ -875,52 +904,73 @@ enum Verdict {
 /// A delivery's body after decompression and de-batching.
 #[derive(Debug)]
 pub(crate) struct Unpacked {
-    /// Properties with the compression and batch markers removed.
-    pub(crate) properties: BasicProperties,
-    /// One body, or a producer batch's parts.
+    /// Properties with the compression and batch markers removed; `None` when nothing was
+    /// removed (the usual plain delivery: the raw message's properties, not copied).
+    pub(crate) properties: Option<BasicProperties>,
+    /// A producer batch's parts, or the decompressed body; empty for a plain delivery (its
+    /// body is the raw message's, not copied).
     pub(crate) parts: Vec<Bytes>,
     /// Whether the body was a `lengthHeader4` batch.
     pub(crate) batched: bool,
 }
 
-/// Decompresses (gzip/zip/deflate by `content_encoding`, at most `limit` bytes) and splits a
-/// `springBatchFormat=lengthHeader4` batch, as Spring's listener container does before calling
-/// the listener.
+impl Unpacked {
+    /// The properties the parts carry.
+    fn properties<'a>(&'a self, raw: &'a RabbitRawMessage) -> &'a BasicProperties {
+        self.properties.as_ref().unwrap_or(&raw.properties)
+    }
+
+    /// Whether the delivery is the raw message unchanged (one part, as received).
+    fn is_plain(&self) -> bool {
+        self.properties.is_none() && self.parts.is_empty()
+    }
+}
+
+/// Decompresses (per `contentEncoding`) and de-batches (Spring's `lengthHeader4`) a delivery.
 pub(crate) fn unpack(raw: &RabbitRawMessage, limit: u64) -> Result<Unpacked, RabbitError> {
-    let mut properties = raw.properties.clone();
-    let mut body = raw.body.clone();
-    if let Some(encoding) = properties
+    let encoding = raw
+        .properties
         .content_encoding()
         .as_ref()
-        .map(|e| e.to_string())
-        && let Some(c) = compression::compression_of(&encoding)
-    {
+        .and_then(|e| compression::compression_of(e.as_str()).map(|c| (e.as_str(), c)));
+    let is_batch = |props: &BasicProperties| {
+        props
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(batching::SPRING_BATCH_FORMAT))
+            .is_some_and(|v| {
+                headers::from_amqp(v).as_str() == Some(batching::BATCH_FORMAT_LENGTH_HEADER4)
+            })
+    };
+    if encoding.is_none() && !is_batch(&raw.properties) {
+        return Ok(Unpacked {
+            properties: None,
+            parts: Vec::new(),
+            batched: false,
+        });
+    }
+    let mut properties = raw.properties.clone();
+    let mut body = raw.body.clone();
+    if let Some((encoding, c)) = encoding {
         body = Bytes::from(
             compression::decompress(&body, c, limit)
                 .map_err(|e| RabbitError::Payload(e.to_string()))?,
         );
-        properties = with_content_encoding(&properties, compression::remaining_encoding(&encoding));
+        properties = with_content_encoding(&properties, compression::remaining_encoding(encoding));
         properties = without_header(properties, compression::SPRING_AUTO_DECOMPRESS);
     }
-    let batched = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(batching::SPRING_BATCH_FORMAT))
-        .is_some_and(|v| {
-            headers::from_amqp(v).as_str() == Some(batching::BATCH_FORMAT_LENGTH_HEADER4)
-        });
-    if !batched {
+    if !is_batch(&properties) {
         return Ok(Unpacked {
-            properties,
+            properties: Some(properties),
             parts: vec![body],
-            batched,
+            batched: false,
         });
     }
     let parts = batching::decode(&body).map_err(|e| RabbitError::Payload(e.to_string()))?;
     Ok(Unpacked {
-        properties: without_header(properties, batching::SPRING_BATCH_FORMAT),
+        properties: Some(without_header(properties, batching::SPRING_BATCH_FORMAT)),
         parts,
-        batched,
+        batched: true,
     })
 }
 

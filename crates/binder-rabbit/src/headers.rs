@@ -221,7 +221,7 @@ pub(crate) struct InboundEnvelope<'a> {
     pub(crate) consumer_tag: &'a str,
 }
 
-fn put_str(h: &mut Headers, name: &str, v: &Option<ShortString>) {
+fn put_str(h: &mut Headers, name: &'static str, v: &Option<ShortString>) {
     if let Some(v) = v {
         h.insert(name, v.as_str());
     }
@@ -238,7 +238,7 @@ pub(crate) fn inbound_headers(
     if let Some(table) = props.headers() {
         for (k, v) in table.inner() {
             if patterns.matches(k.as_str()) {
-                h.insert(k.as_str(), from_amqp(v));
+                h.insert(k.as_str().to_owned(), from_amqp(v));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! resolved at bind time, publisher confirms awaited per send (many in flight), batching,
 //! compression, `x-delay`, returns and nacks, transactions.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -37,6 +38,9 @@ pub(crate) enum RoutingKey {
     /// `<key>-<n>` are built once.
     Fixed {
         key: String,
+        /// `key` as an AMQP short string, built once (`None` when longer than 255 bytes: an
+        /// error per send, naming the key).
+        short: Option<ShortString>,
         /// `Some` when the producer is partitioned.
         partitioned: Option<Vec<ShortString>>,
     },
@@ -53,12 +57,13 @@ impl RoutingKey {
         });
         RoutingKey::Fixed {
             key: key.to_owned(),
+            short: ShortString::try_new(key).ok(),
             partitioned,
         }
     }
 
     /// The routing key for a message.
-    pub(crate) fn resolve(&self, message: &Message<Bytes>) -> Result<ShortString, String> {
+    pub(crate) fn resolve(&self, message: &Message<Bytes>) -> Result<Cow<'_, ShortString>, String> {
         let partitioned_producer = match self {
             RoutingKey::Fixed { partitioned, .. } => partitioned.is_some(),
             RoutingKey::Expression(_, p) => *p,
@@ -72,17 +77,26 @@ impl RoutingKey {
             None
         };
         let base = match self {
-            RoutingKey::Fixed { key, partitioned } => {
+            RoutingKey::Fixed {
+                key,
+                short,
+                partitioned,
+            } => {
                 return match partition {
-                    None => ShortString::try_new(key.as_str()).map_err(|e| e.to_string()),
+                    None => match short {
+                        Some(k) => Ok(Cow::Borrowed(k)),
+                        None => ShortString::try_new(key.as_str())
+                            .map(Cow::Owned)
+                            .map_err(|e| e.to_string()),
+                    },
                     Some(p) => match usize::try_from(p)
                         .ok()
                         .and_then(|i| partitioned.as_ref().and_then(|keys| keys.get(i)))
                     {
-                        Some(k) => Ok(k.clone()),
-                        None => {
-                            ShortString::try_new(format!("{key}-{p}")).map_err(|e| e.to_string())
-                        }
+                        Some(k) => Ok(Cow::Borrowed(k)),
+                        None => ShortString::try_new(format!("{key}-{p}"))
+                            .map(Cow::Owned)
+                            .map_err(|e| e.to_string()),
                     },
                 };
             }
@@ -106,7 +120,9 @@ impl RoutingKey {
             Some(p) => format!("{base}-{p}"),
             None => base,
         };
-        ShortString::try_new(key).map_err(|e| e.to_string())
+        ShortString::try_new(key)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -274,7 +290,10 @@ impl RabbitProducer {
     }
 
     /// Resolves the routing key and builds the AMQP properties (with `x-delay`).
-    fn prepare(&self, message: &Message<Bytes>) -> Result<(ShortString, BasicProperties), String> {
+    fn prepare(
+        &self,
+        message: &Message<Bytes>,
+    ) -> Result<(Cow<'_, ShortString>, BasicProperties), String> {
         let routing_key = self.routing.resolve(message)?;
         let mut props = headers::outbound_properties(
             message.headers(),
@@ -457,7 +476,7 @@ impl RabbitProducer {
             return tx
                 .basic_publish(
                     self.exchange.clone(),
-                    routing_key.clone(),
+                    routing_key.clone().into_owned(),
                     BasicPublishOptions::default(),
                     &body,
                     props,

@@ -179,7 +179,7 @@ pub fn from_rocketmq(ext: &MessageExt) -> Message<Bytes> {
     let mut headers = Headers::new();
     for (k, v) in props {
         if !is_reserved(k.as_str()) && !v.as_str().is_empty() {
-            headers.insert(k.as_str(), v.as_str());
+            headers.insert(k.as_str().to_owned(), v.as_str());
         }
     }
     let prop = |name: &str| {

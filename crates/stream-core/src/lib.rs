@@ -16,5 +16,7 @@ pub mod retry;
 
 pub use app::{PollableConsumer, StreamApp, StreamAppBuilder, StreamBridge, StreamError};
 pub use error::{BinderError, BoxError, ConversionError, FunctionError, SpecialOutcome};
-pub use message::{AckMode, Acknowledger, Acknowledgment, HeaderValue, Headers, Message};
+pub use message::{
+    AckMode, Acknowledger, Acknowledgment, HeaderName, HeaderValue, Headers, Message,
+};
 pub use stream_config;

@@ -549,7 +549,7 @@ impl AppShared {
     ) -> ConversionContext {
         ConversionContext {
             conversion: Arc::clone(&self.conversion),
-            content_type: props.content_type.clone(),
+            content_type: props.content_type.as_str().into(),
             native,
         }
     }

@@ -42,21 +42,23 @@ pub(crate) struct ConsumerPipeline {
 }
 
 impl ConsumerPipeline {
-    fn attempt_message(message: &Message<Bytes>, attempt: u32) -> Message<Bytes> {
-        let mut m = message.clone();
-        m.headers_mut().insert(
+    /// Sets `deliveryAttempt` on the message itself and hands the function a clone: the clone
+    /// shares the headers, and since the function's copy is gone before the next attempt, the
+    /// next update does not copy them either.
+    fn attempt_message(message: &mut Message<Bytes>, attempt: u32) -> Message<Bytes> {
+        message.headers_mut().insert(
             names::DELIVERY_ATTEMPT,
             HeaderValue::I32(i32::try_from(attempt).unwrap_or(i32::MAX)),
         );
-        m
+        message.clone()
     }
 
     async fn process(&self, delivery: Delivery) -> Disposition {
-        let Delivery { message, raw } = delivery;
+        let Delivery { mut message, raw } = delivery;
         let invoker = &self.invoker;
         let outcome = self
             .retry
-            .run(|attempt| invoker(Self::attempt_message(&message, attempt)))
+            .run(|attempt| invoker(Self::attempt_message(&mut message, attempt)))
             .await;
         match outcome {
             Ok(()) => Disposition::Ack,
@@ -72,14 +74,14 @@ impl ConsumerPipeline {
         invoker: &BatchInvoker,
         deliveries: Vec<Delivery>,
     ) -> Vec<Disposition> {
-        let (messages, raws): (Vec<_>, Vec<_>) =
+        let (mut messages, raws): (Vec<_>, Vec<_>) =
             deliveries.into_iter().map(|d| (d.message, d.raw)).unzip();
         let outcome = self
             .retry
             .run(|attempt| {
                 invoker(
                     messages
-                        .iter()
+                        .iter_mut()
                         .map(|m| Self::attempt_message(m, attempt))
                         .collect(),
                 )

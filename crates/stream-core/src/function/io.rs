@@ -13,15 +13,16 @@ use crate::message::{Headers, Message, names};
 pub struct ConversionContext {
     /// The codecs.
     pub conversion: std::sync::Arc<ConversionService>,
-    /// The binding's `content-type` (used when a message carries none, and for outputs).
-    pub content_type: String,
+    /// The binding's `content-type` (used when a message carries none, and for outputs);
+    /// shared, so that cloning a context per message costs no allocation.
+    pub content_type: std::sync::Arc<str>,
     /// `use-native-decoding` / `use-native-encoding`: no conversion by content type.
     pub native: bool,
 }
 
 impl ConversionContext {
     /// A context with the default codecs.
-    pub fn new(content_type: impl Into<String>) -> Self {
+    pub fn new(content_type: impl Into<std::sync::Arc<str>>) -> Self {
         Self {
             conversion: std::sync::Arc::new(ConversionService::default()),
             content_type: content_type.into(),
@@ -139,7 +140,7 @@ impl<T: Serialize + Send + 'static> FunctionOutput for T {
             let mut m = Message::new(bytes);
             if !ctx.native {
                 m.headers_mut()
-                    .insert(names::CONTENT_TYPE, ctx.content_type.as_str());
+                    .insert(names::CONTENT_TYPE, &*ctx.content_type);
             }
             m
         }))

@@ -284,7 +284,7 @@ impl ErasedFunction {
                 // Between parts, payloads travel as JSON unless a part says otherwise.
                 let mid = ConversionContext {
                     conversion: Arc::clone(&in_ctx.conversion),
-                    content_type: crate::convert::DEFAULT_CONTENT_TYPE.to_owned(),
+                    content_type: crate::convert::DEFAULT_CONTENT_TYPE.into(),
                     native: false,
                 };
                 let first_fut = first(input, in_ctx, &mid);

@@ -1,7 +1,9 @@
 //! Typed header values and the header map.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -192,9 +194,17 @@ impl From<&str> for HeaderValue {
     }
 }
 
+/// A header name: borrowed for the well-known `'static` names, so that setting them allocates
+/// nothing; owned for names read off the wire.
+pub type HeaderName = Cow<'static, str>;
+
+type HeaderMap = BTreeMap<HeaderName, HeaderValue>;
+
 /// Message headers: an ordered map from name to [`HeaderValue`].
 ///
-/// Names are case-sensitive, as in Spring's `MessageHeaders`.
+/// Names are case-sensitive, as in Spring's `MessageHeaders`. The map is copy-on-write: cloning
+/// `Headers` (and so a [`Message`](crate::Message)) shares it, and the first change to a shared
+/// copy copies it. Well-known names (`&'static str`) are stored without allocating.
 ///
 /// ```
 /// use stream_core::{HeaderValue, Headers};
@@ -204,11 +214,18 @@ impl From<&str> for HeaderValue {
 /// assert_eq!(h.get_str("contentType"), Some("text/plain"));
 /// assert_eq!(h.get("scst_partition"), Some(&HeaderValue::I32(1)));
 /// assert_eq!(h.len(), 2);
+///
+/// let shared = h.clone(); // no copy yet
+/// h.insert(String::from("custom"), true); // names read at run time are owned
+/// assert_eq!((h.len(), shared.len()), (3, 2));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Headers {
-    map: BTreeMap<String, HeaderValue>,
+    /// `None` while empty, so a message without headers allocates nothing for them.
+    map: Option<Arc<HeaderMap>>,
 }
+
+static EMPTY: HeaderMap = BTreeMap::new();
 
 impl Headers {
     /// An empty header map.
@@ -216,79 +233,112 @@ impl Headers {
         Self::default()
     }
 
+    fn map(&self) -> &HeaderMap {
+        self.map.as_deref().unwrap_or(&EMPTY)
+    }
+
+    fn map_mut(&mut self) -> &mut HeaderMap {
+        Arc::make_mut(self.map.get_or_insert_with(Default::default))
+    }
+
     /// Sets a header, returning the previous value.
     pub fn insert(
         &mut self,
-        name: impl Into<String>,
+        name: impl Into<HeaderName>,
         value: impl Into<HeaderValue>,
     ) -> Option<HeaderValue> {
-        self.map.insert(name.into(), value.into())
+        self.map_mut().insert(name.into(), value.into())
     }
 
     /// The value of a header.
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
-        self.map.get(name)
+        self.map().get(name)
     }
 
     /// The value of a string header.
     pub fn get_str(&self, name: &str) -> Option<&str> {
-        self.map.get(name).and_then(HeaderValue::as_str)
+        self.get(name).and_then(HeaderValue::as_str)
     }
 
     /// Removes a header, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<HeaderValue> {
-        self.map.remove(name)
+        if !self.contains(name) {
+            return None;
+        }
+        self.map_mut().remove(name)
     }
 
     /// Whether the header is present.
     pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+        self.map().contains_key(name)
     }
 
     /// Number of headers.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map().len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map().is_empty()
     }
 
     /// Iterates over `(name, value)` in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
-        self.map.iter().map(|(k, v)| (k.as_str(), v))
+        self.map().iter().map(|(k, v)| (k.as_ref(), v))
     }
 
-    /// Keeps only the headers for which `keep` returns true.
+    /// Keeps only the headers for which `keep` returns true (copies a shared map only when
+    /// something is removed).
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &HeaderValue) -> bool) {
-        self.map.retain(|k, v| keep(k, v));
+        if self.iter().all(|(k, v)| keep(k, v)) {
+            return;
+        }
+        self.map_mut().retain(|k, v| keep(k, v));
     }
 
     /// Copies every header of `other` into `self`, replacing existing names.
     pub fn extend_from(&mut self, other: &Headers) {
-        for (k, v) in &other.map {
-            self.map.insert(k.clone(), v.clone());
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.map.clone_from(&other.map);
+            return;
+        }
+        let map = self.map_mut();
+        for (k, v) in other.map() {
+            map.insert(k.clone(), v.clone());
         }
     }
 }
 
-impl<K: Into<String>, V: Into<HeaderValue>> FromIterator<(K, V)> for Headers {
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.map() == other.map()
+    }
+}
+
+impl<K: Into<HeaderName>, V: Into<HeaderValue>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let map: HeaderMap = iter
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         Self {
-            map: iter
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            map: (!map.is_empty()).then(|| Arc::new(map)),
         }
     }
 }
 
 impl IntoIterator for Headers {
-    type Item = (String, HeaderValue);
-    type IntoIter = std::collections::btree_map::IntoIter<String, HeaderValue>;
+    type Item = (HeaderName, HeaderValue);
+    type IntoIter = std::collections::btree_map::IntoIter<HeaderName, HeaderValue>;
     fn into_iter(self) -> Self::IntoIter {
-        self.map.into_iter()
+        match self.map {
+            Some(map) => Arc::unwrap_or_clone(map).into_iter(),
+            None => HeaderMap::new().into_iter(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ pub mod names;
 use bytes::Bytes;
 
 pub use ack::{AckMode, Acknowledger, Acknowledgment};
-pub use header::{HeaderValue, Headers};
+pub use header::{HeaderName, HeaderValue, Headers};
 
 /// A message: a payload and its headers.
 ///
@@ -51,7 +51,11 @@ impl<P> Message<P> {
     }
 
     /// Adds a header (builder style).
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<HeaderValue>) -> Self {
+    pub fn with_header(
+        mut self,
+        name: impl Into<HeaderName>,
+        value: impl Into<HeaderValue>,
+    ) -> Self {
         self.headers.insert(name, value);
         self
     }
