@@ -31,6 +31,7 @@ use crate::producer::{Batching, ConfirmAckCallback, ProducerOptions, RabbitProdu
 use crate::provisioning::{
     self, ConsumerInputs, ConsumerTopology, DeclarationPlan, ProducerTopology, short,
 };
+use crate::scaling::{ConsumerScaling, Scaler};
 
 /// The binder type name.
 pub const BINDER_TYPE: &str = "rabbit";
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Confirm-ack callbacks by the name `confirm-ack-channel` gives.
     pub(crate) confirm_acks: std::sync::Mutex<HashMap<String, ConfirmAckCallback>>,
+    /// Timing of `max-concurrency` scaling, read when a consumer binds.
+    pub(crate) scaling: std::sync::Mutex<ConsumerScaling>,
 }
 
 fn config_error(binding: &str, kind: &str, e: stream_config::ConfigError) -> BinderError {
@@ -286,6 +289,7 @@ impl RabbitBinder {
             environment,
             shutdown: CancellationToken::new(),
             confirm_acks: std::sync::Mutex::new(HashMap::new()),
+            scaling: std::sync::Mutex::new(ConsumerScaling::default()),
         });
         Ok(RabbitBinder {
             provisioner: RabbitProvisioner {
@@ -293,6 +297,16 @@ impl RabbitBinder {
             },
             shared,
         })
+    }
+
+    /// Sets the timing of dynamic consumer scaling for bindings whose `max-concurrency` exceeds
+    /// their `concurrency` (Spring AMQP's defaults otherwise; see [`ConsumerScaling`]).
+    pub fn with_consumer_scaling(self, scaling: ConsumerScaling) -> Self {
+        match self.shared.scaling.lock() {
+            Ok(mut g) => *g = scaling,
+            Err(poisoned) => *poisoned.into_inner() = scaling,
+        }
+        self
     }
 
     /// Registers the callback a producer's `confirm-ack-channel=<name>` names: it receives each
@@ -373,11 +387,21 @@ impl RabbitBinder {
         if props.acknowledge_mode == AckMode::Manual {
             tracing::debug!(binding = %request.binding_name, "acknowledge-mode MANUAL: the function settles messages");
         }
+        let concurrency = request.properties.concurrency.max(1);
+        let scaler = handler.as_ref().and_then(|_| {
+            let settings = match self.shared.scaling.lock() {
+                Ok(g) => g.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            Scaler::new(settings, concurrency, props.max_concurrency)
+        });
         let ctx = Arc::new(ConsumerContext {
             binding_name: request.binding_name.clone(),
             topology: Arc::new(topology),
             patterns: HeaderPatterns::new(&props.header_patterns),
-            concurrency: request.properties.concurrency.max(1),
+            concurrency,
+            scaler,
+            scaled_tasks: std::sync::Mutex::new(Vec::new()),
             max_attempts: request.properties.max_attempts,
             batch_mode: request.properties.batch_mode,
             props,
@@ -561,6 +585,7 @@ impl Binder for RabbitBinder {
 #[derive(Default, Clone)]
 pub struct RabbitBinderFactory {
     confirm_acks: Vec<(String, ConfirmAckCallback)>,
+    scaling: Option<ConsumerScaling>,
 }
 
 impl std::fmt::Debug for RabbitBinderFactory {
@@ -570,6 +595,7 @@ impl std::fmt::Debug for RabbitBinderFactory {
                 "confirm_ack_callbacks",
                 &self.confirm_acks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("scaling", &self.scaling)
             .finish()
     }
 }
@@ -590,6 +616,13 @@ impl RabbitBinderFactory {
         self.confirm_acks.push((name.into(), Arc::new(callback)));
         self
     }
+
+    /// Sets the timing of dynamic consumer scaling (`max-concurrency`) for the binders it
+    /// creates (see [`ConsumerScaling`]).
+    pub fn with_consumer_scaling(mut self, scaling: ConsumerScaling) -> Self {
+        self.scaling = Some(scaling);
+        self
+    }
 }
 
 #[async_trait]
@@ -608,7 +641,10 @@ impl BinderFactory for RabbitBinderFactory {
 
     async fn create(&self, context: BinderContext) -> Result<Arc<dyn Binder>, BinderError> {
         tracing::debug!(binder = %context.name, "creating RabbitMQ binder");
-        let binder = RabbitBinder::new(context.environment)?;
+        let mut binder = RabbitBinder::new(context.environment)?;
+        if let Some(s) = &self.scaling {
+            binder = binder.with_consumer_scaling(s.clone());
+        }
         for (name, cb) in &self.confirm_acks {
             binder.register_confirm_ack(name.clone(), cb.clone());
         }

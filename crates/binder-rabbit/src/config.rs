@@ -242,7 +242,7 @@ stream_config::properties! {
         pub header_patterns: Vec<String> = vec!["*".to_owned()],
         /// Queue `x-queue-mode=lazy`.
         pub lazy: bool = false,
-        /// Maximum consumers (accepted; consumers are not scaled dynamically yet).
+        /// Maximum consumers: above `concurrency`, consumers are added under load and retired when idle (timing: `ConsumerScaling`).
         pub max_concurrency: u32 = 1,
         /// Queue `x-max-length`.
         pub max_length: Option<u32> = None,

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
@@ -32,6 +32,7 @@ use crate::config::RabbitConsumerProperties;
 use crate::error::{RabbitError, amqp_error};
 use crate::headers::{self, HeaderPatterns, InboundEnvelope};
 use crate::provisioning::{ConsumerTopology, short};
+use crate::scaling::{Activity, ScaleStep, Scaler};
 use crate::transaction::{self, TxContext};
 use stream_core::AckMode;
 
@@ -62,6 +63,10 @@ pub(crate) struct ConsumerContext {
     pub(crate) topology: Arc<ConsumerTopology>,
     pub(crate) props: RabbitConsumerProperties,
     pub(crate) concurrency: u32,
+    /// `max-concurrency` above `concurrency`: consumers are added and retired by load.
+    pub(crate) scaler: Option<Scaler>,
+    /// Consumer tasks the scaler added (joined with the binding's own).
+    pub(crate) scaled_tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     pub(crate) max_attempts: u32,
     /// `batch-mode`: the function takes a `Vec`.
     pub(crate) batch_mode: bool,
@@ -77,6 +82,8 @@ pub(crate) struct ConsumerContext {
 enum LoopEnd {
     StateChanged,
     Lost(String),
+    /// Idle with more consumers than `concurrency`: this one stops (`max-concurrency`).
+    Retired,
 }
 
 impl ConsumerContext {
@@ -193,6 +200,16 @@ impl ConsumerContext {
                     }
                     match end {
                         LoopEnd::StateChanged => {}
+                        LoopEnd::Retired => {
+                            tracing::info!(
+                                binding = %self.binding_name,
+                                queue = %self.queue(),
+                                consumer = index,
+                                consumers = self.scaler.as_ref().map_or(0, Scaler::running),
+                                "idle consumer stopped (scaling down toward concurrency)"
+                            );
+                            return;
+                        }
                         LoopEnd::Lost(reason) => {
                             tracing::warn!(
                                 binding = %self.binding_name,
@@ -288,12 +305,14 @@ impl ConsumerContext {
     }
 
     async fn consume(
-        &self,
+        self: &Arc<Self>,
         channel: &Channel,
         mut consumer: lapin::Consumer,
         state: &mut watch::Receiver<BindingState>,
     ) -> LoopEnd {
         let tag = consumer.tag().as_str().to_owned();
+        let mut activity = Activity::default();
+        let scaling = self.scaler.is_some();
         loop {
             tokio::select! {
                 biased;
@@ -327,11 +346,61 @@ impl ConsumerContext {
                         } else {
                             self.handle(&**handler, channel, &tag, delivery).instrument(span).await;
                         }
+                        if let Some(scaler) = &self.scaler
+                            && scaler.on_message(&mut activity) == ScaleStep::Add
+                        {
+                            self.add_consumer(state.clone());
+                        }
                     }
                     Some(Err(e)) => return LoopEnd::Lost(e.to_string()),
                     None => return LoopEnd::Lost("the broker cancelled the consumer".to_owned()),
+                },
+                _ = tokio::time::sleep(self.props.receive_timeout), if scaling => {
+                    if let Some(scaler) = &self.scaler
+                        && scaler.on_idle(&mut activity) == ScaleStep::Retire
+                    {
+                        if let Err(e) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
+                            tracing::debug!(binding = %self.binding_name, error = %e, "basic.cancel failed");
+                        }
+                        self.drain(channel, &tag, &mut consumer).await;
+                        return LoopEnd::Retired;
+                    }
                 }
             }
+        }
+    }
+
+    /// Starts one more consumer task (the scaler already counted it).
+    fn add_consumer(self: &Arc<Self>, state: watch::Receiver<BindingState>) {
+        let index = self
+            .scaler
+            .as_ref()
+            .map_or(0, Scaler::running)
+            .saturating_sub(1);
+        tracing::info!(
+            binding = %self.binding_name,
+            queue = %self.queue(),
+            consumers = index + 1,
+            max = self.props.max_concurrency,
+            "busy: starting another consumer (max-concurrency)"
+        );
+        let task = tokio::spawn(Arc::clone(self).run(index, state, None));
+        let mut tasks = match self.scaled_tasks.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// After `basic.cancel`: handles the deliveries the broker sent before it stopped, so that
+    /// a retiring consumer leaves nothing to redeliver.
+    async fn drain(&self, channel: &Channel, tag: &str, consumer: &mut lapin::Consumer) {
+        let Some(handler) = &self.handler else { return };
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(self.props.receive_timeout, consumer.next()).await
+        {
+            self.handle(&**handler, channel, tag, delivery).await;
         }
     }
 
@@ -1121,6 +1190,9 @@ impl RabbitConsumerBinding {
 
     async fn spawn_tasks(&self) -> Result<(), BinderError> {
         let mut tasks = self.tasks.lock().await;
+        if let Some(scaler) = &self.ctx.scaler {
+            scaler.reset();
+        }
         let (tx, rx) = oneshot::channel();
         let mut first = Some(tx);
         for i in 0..self.ctx.concurrency.max(1) {
@@ -1141,9 +1213,19 @@ impl RabbitConsumerBinding {
     }
 
     async fn join(&self) {
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().await);
-        for t in tasks {
-            let _ = t.await;
+        let mut tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().await);
+        // Tasks a busy consumer added; they may add more while stopping, so drain until empty.
+        loop {
+            for t in tasks {
+                let _ = t.await;
+            }
+            tasks = match self.ctx.scaled_tasks.lock() {
+                Ok(mut g) => std::mem::take(&mut *g),
+                Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+            };
+            if tasks.is_empty() {
+                return;
+            }
         }
     }
 }

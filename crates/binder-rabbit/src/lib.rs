@@ -11,6 +11,7 @@ pub mod headers;
 mod polled;
 mod producer;
 pub mod provisioning;
+mod scaling;
 mod transaction;
 
 pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory, RabbitProvisioner};
@@ -23,6 +24,7 @@ pub use consumer::RabbitRawMessage;
 pub use error::RabbitError;
 pub use producer::{ConfirmAckCallback, PUBLISH_CONFIRM, X_DELAY};
 pub use provisioning::{ConsumerTopology, ProducerTopology};
+pub use scaling::ConsumerScaling;
 
 /// The runtime this binder plugs into, re-exported so applications depend on this crate only.
 pub use stream_core;

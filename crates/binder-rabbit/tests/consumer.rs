@@ -337,3 +337,109 @@ async fn missing_queue_not_fatal_keeps_retrying_until_it_appears() {
     b.close().await.expect("close");
     admin.cleanup(&[&queue], &[]).await;
 }
+
+/// Handles each delivery slowly, counting bodies (to prove nothing is lost or duplicated).
+struct Slow {
+    seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>,
+}
+
+#[async_trait::async_trait]
+impl binder_rabbit::stream_core::binder::InboundHandler for Slow {
+    async fn handle(&self, delivery: binder_rabbit::stream_core::binder::Delivery) -> Disposition {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let body = delivery.message.payload().to_vec();
+        *self.seen.lock().expect("seen").entry(body).or_default() += 1;
+        Disposition::Ack
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn max_concurrency_adds_consumers_under_load_and_retires_them_when_idle() {
+    let admin = raw().await;
+    let dest = unique("cons-scale");
+    let queue = format!("{dest}.g");
+    let p = "spring.cloud.stream.rabbit.bindings.in.consumer";
+    let b = binder(&format!(
+        "{p}.max-concurrency=3\n{p}.receive-timeout=100\n{p}.consumer-tag-prefix=scale\n"
+    ))
+    .with_consumer_scaling(
+        binder_rabbit::ConsumerScaling::default()
+            .start_consumer_min_interval(Duration::from_millis(300))
+            .stop_consumer_min_interval(Duration::from_millis(300))
+            .consecutive_active_trigger(5)
+            .consecutive_idle_trigger(3),
+    );
+    let slow = Arc::new(Slow {
+        seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+    });
+    let req = consumer_request("in", &dest, Some("g"));
+    let provisioned = b
+        .provisioner()
+        .provision_consumer(&req)
+        .await
+        .expect("provision");
+    let binding = b
+        .bind_consumer(req, provisioned, slow.clone())
+        .await
+        .expect("bind");
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(
+        admin.consumers(&queue).await,
+        Some(1),
+        "starts at concurrency"
+    );
+
+    const N: usize = 300;
+    for i in 0..N {
+        admin
+            .publish(
+                &dest,
+                "k",
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await;
+    }
+    // Busy: consumers are added one at a time up to max-concurrency, never beyond.
+    let mut peak = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while slow.seen.lock().expect("seen").len() < N && tokio::time::Instant::now() < deadline {
+        peak = peak.max(admin.consumers(&queue).await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(peak, 3, "scaled up to max-concurrency under load");
+    {
+        let seen = slow.seen.lock().expect("seen");
+        assert_eq!(seen.len(), N, "every message handled");
+        assert!(seen.values().all(|n| *n == 1), "none handled twice");
+    }
+    // Idle: the added consumers retire, down to concurrency and no further.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while admin.consumers(&queue).await != Some(1) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(admin.consumers(&queue).await, Some(1), "scaled back down");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        admin.consumers(&queue).await,
+        Some(1),
+        "never below concurrency"
+    );
+    assert_eq!(admin.queue_messages(&queue).await, Some(0));
+    // The remaining consumer still works.
+    admin
+        .publish(&dest, "k", b"after", BasicProperties::default())
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !slow.seen.lock().expect("seen").contains_key(&b"after"[..])
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(slow.seen.lock().expect("seen").contains_key(&b"after"[..]));
+    binding.stop().await.expect("stop");
+    assert_eq!(admin.consumers(&queue).await, Some(0));
+    b.close().await.expect("close");
+    admin.cleanup(&[&queue], &[&dest]).await;
+}
