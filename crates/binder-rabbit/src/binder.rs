@@ -19,6 +19,7 @@ use stream_core::{BinderError, Message};
 use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::CancellationToken;
 
+use crate::affinity::QueueLocator;
 use crate::config::{
     ConfirmType, ContainerType, RabbitBinderProperties, RabbitConnectionProperties,
     RabbitConsumerProperties, RabbitProducerProperties,
@@ -48,8 +49,17 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Confirm-ack callbacks by the name `confirm-ack-channel` gives.
     pub(crate) confirm_acks: std::sync::Mutex<HashMap<String, ConfirmAckCallback>>,
+    /// Queue affinity (`nodes` + `admin-addresses`): a consumer connection per node.
+    pub(crate) affinity: Option<Affinity>,
     /// Timing of `max-concurrency` scaling, read when a consumer binds.
     pub(crate) scaling: std::sync::Mutex<ConsumerScaling>,
+}
+
+/// Queue affinity: where each queue lives, and a connection to each node.
+pub(crate) struct Affinity {
+    pub(crate) locator: QueueLocator,
+    /// One per `spring.rabbitmq.addresses` entry, in `nodes` order.
+    pub(crate) slots: Vec<ConnectionSlot>,
 }
 
 fn config_error(binding: &str, kind: &str, e: stream_config::ConfigError) -> BinderError {
@@ -281,7 +291,26 @@ impl RabbitBinder {
                 }
             })?,
         );
+        let affinity = QueueLocator::new(
+            &binder.admin_addresses,
+            &binder.nodes,
+            factory.address_count(),
+            &connection.username,
+            connection.password.expose(),
+        )
+        .map_err(|reason| BinderError::InvalidProperty {
+            key: "spring.cloud.stream.rabbit.binder.nodes".to_owned(),
+            reason,
+        })?
+        .map(|locator| Affinity {
+            slots: (0..factory.address_count())
+                .filter_map(|i| factory.only(i))
+                .map(|f| ConnectionSlot::new(Arc::new(f), "consumer (queue affinity)"))
+                .collect(),
+            locator,
+        });
         let shared = Arc::new(Shared {
+            affinity,
             consumer: ConnectionSlot::new(factory.clone(), "consumer"),
             publisher: ConnectionSlot::new(factory, "publisher"),
             connection,
@@ -576,6 +605,11 @@ impl Binder for RabbitBinder {
     async fn close(&self) -> Result<(), BinderError> {
         self.shared.shutdown.cancel();
         self.shared.consumer.close().await;
+        if let Some(a) = &self.shared.affinity {
+            for slot in &a.slots {
+                slot.close().await;
+            }
+        }
         self.shared.publisher.close().await;
         Ok(())
     }

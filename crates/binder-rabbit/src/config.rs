@@ -140,9 +140,9 @@ stream_config::properties! {
 
     /// Binder-wide settings (`spring.cloud.stream.rabbit.binder.*`).
     pub struct RabbitBinderProperties {
-        /// Management plugin URLs for queue affinity (accepted; queue affinity is not implemented yet).
+        /// Management plugin URLs (http://host:port), one per node: with `nodes`, consumers connect to the node hosting their queue.
         pub admin_addresses: Vec<String> = Vec::new(),
-        /// Cluster node names for queue affinity (accepted; queue affinity is not implemented yet).
+        /// Cluster node names, in `spring.rabbitmq.addresses` order, for queue affinity (used when more than one).
         pub nodes: Vec<String> = Vec::new(),
         /// Gzip level for `compress=true` producers (0-9; 1 = fastest).
         pub compression_level: u32 = 1,

@@ -126,6 +126,23 @@ impl ConnectionFactory {
         &self.target
     }
 
+    /// How many addresses there are.
+    pub(crate) fn address_count(&self) -> usize {
+        self.uris.len()
+    }
+
+    /// A factory for the `index`th address only (queue affinity).
+    pub(crate) fn only(&self, index: usize) -> Option<ConnectionFactory> {
+        let uri = self.uris.get(index)?.clone();
+        Some(ConnectionFactory {
+            target: format!("{}:{}", uri.authority.host, uri.authority.port),
+            uris: vec![uri],
+            timeout: self.timeout,
+            name_prefix: self.name_prefix.clone(),
+            counter: AtomicU64::new(0),
+        })
+    }
+
     /// Opens a connection to the first reachable address.
     pub(crate) async fn connect(&self, purpose: &str) -> Result<Connection, RabbitError> {
         let mut last = String::from("no address configured");

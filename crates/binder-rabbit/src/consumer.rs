@@ -101,8 +101,33 @@ impl ConsumerContext {
         }
     }
 
+    /// The connection to consume on: with queue affinity, one to the node that hosts the queue
+    /// (asked of the management API at each (re)connect); otherwise, or when that fails, the
+    /// binder's consumer connection.
+    async fn connection(&self) -> Result<Arc<lapin::Connection>, RabbitError> {
+        if let Some(affinity) = &self.shared.affinity
+            && !self.topology.anonymous
+            && let Some(index) = affinity
+                .locator
+                .locate(&self.shared.connection.virtual_host, self.queue())
+                .await
+            && let Some(slot) = affinity.slots.get(index)
+        {
+            match slot.get().await {
+                Ok(conn) => {
+                    tracing::debug!(binding = %self.binding_name, queue = %self.queue(),
+                        address = %slot.target(), "queue affinity: consuming on the queue's node");
+                    return Ok(conn);
+                }
+                Err(e) => tracing::warn!(binding = %self.binding_name, queue = %self.queue(),
+                    error = %e, "queue affinity: the queue's node is unreachable; using the default connection"),
+            }
+        }
+        self.shared.consumer.get().await
+    }
+
     async fn open(&self) -> Result<(Channel, lapin::Consumer), RabbitError> {
-        let conn = self.shared.consumer.get().await?;
+        let conn = self.connection().await?;
         let lapin_err = |context: &str| {
             let context = format!("{context} (queue `{}`)", self.queue());
             move |source| RabbitError::Lapin { context, source }

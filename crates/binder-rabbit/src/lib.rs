@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod affinity;
 pub mod batching;
 mod binder;
 pub mod compression;

@@ -2,37 +2,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use binder_rabbit::RabbitBinder;
 use binder_rabbit::stream_core::binder::{Binder, Disposition};
 use common::*;
 use lapin::BasicProperties;
-
-type Live = Arc<Mutex<Vec<tokio::task::AbortHandle>>>;
-
-/// Forwards `listener` connections to the real broker; `live` lets a test cut them.
-async fn proxy(listener: tokio::net::TcpListener, live: Live) {
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            return;
-        };
-        let task = tokio::spawn(async move {
-            if let Ok(mut outbound) =
-                tokio::net::TcpStream::connect((host().as_str(), port())).await
-            {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-        live.lock().expect("lock").push(task.abort_handle());
-    }
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    probe.local_addr().expect("addr").port()
-}
 
 #[tokio::test]
 #[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]

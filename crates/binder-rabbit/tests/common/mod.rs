@@ -379,3 +379,30 @@ pub fn props_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
+
+/// Connections a [`proxy`] forwards; a test can cut them by aborting the handles.
+pub type Live = Arc<Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// Forwards `listener` connections to the real broker; `live` records each, so a test can cut
+/// them or count them.
+pub async fn proxy(listener: tokio::net::TcpListener, live: Live) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let task = tokio::spawn(async move {
+            if let Ok(mut outbound) =
+                tokio::net::TcpStream::connect((host().as_str(), port())).await
+            {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+        live.lock().expect("lock").push(task.abort_handle());
+    }
+}
+
+/// A loopback port nobody listens on (yet).
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    probe.local_addr().expect("addr").port()
+}
