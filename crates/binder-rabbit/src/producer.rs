@@ -137,9 +137,11 @@ pub const PUBLISH_CONFIRM: &str = "amqp_publishConfirm";
 /// One message waiting in a batch.
 struct Pending {
     body: Bytes,
-    props: BasicProperties,
-    /// The message as sent, for the confirm-ack callback.
-    original: Option<Message<Bytes>>,
+    /// Built when the message was sent only if it needs the message's expressions (`x-delay`);
+    /// otherwise built from `message` for the one message whose properties the batch carries.
+    props: Option<BasicProperties>,
+    /// The message as sent (shares its headers): the batch's properties, the confirm-ack callback.
+    message: Message<Bytes>,
     /// Told the outcome of the batch's publish (when confirms are on).
     waiter: Option<oneshot::Sender<Result<(), Arc<RabbitError>>>>,
 }
@@ -181,13 +183,24 @@ impl Batching {
         let len = p.body.len();
         let mut state = self.lock();
         state.last_send = Instant::now();
-        let released = state
-            .open
-            .entry(key.clone())
-            .or_insert_with(|| Accumulator::new(self.batch_size, self.buffer_limit))
-            .add(p, len);
+        let was_idle = state.open.values().all(Accumulator::is_empty);
+        if !state.open.contains_key(key.as_str()) {
+            state.open.insert(
+                key.clone(),
+                Accumulator::new(self.batch_size, self.buffer_limit),
+            );
+        }
+        let Some(acc) = state.open.get_mut(key.as_str()) else {
+            return Vec::new();
+        };
+        let released = acc.add(p, len);
+        let now_open = !acc.is_empty();
         drop(state);
-        self.wake.notify_one();
+        // The timer re-reads the due time whenever it wakes, so it needs waking only when a
+        // batch opens while none was open.
+        if was_idle && now_open {
+            self.wake.notify_one();
+        }
         released
     }
 
@@ -289,12 +302,8 @@ impl RabbitProducer {
         }
     }
 
-    /// Resolves the routing key and builds the AMQP properties (with `x-delay`).
-    fn prepare(
-        &self,
-        message: &Message<Bytes>,
-    ) -> Result<(Cow<'_, ShortString>, BasicProperties), String> {
-        let routing_key = self.routing.resolve(message)?;
+    /// Builds the AMQP properties of a message (with `x-delay`).
+    fn properties(&self, message: &Message<Bytes>) -> Result<BasicProperties, String> {
         let mut props = headers::outbound_properties(
             message.headers(),
             &self.patterns,
@@ -326,7 +335,18 @@ impl RabbitProducer {
                 props = props.with_headers(table);
             }
         }
-        Ok((routing_key, props))
+        Ok(props)
+    }
+
+    /// The properties a batch's first message gives the whole batch.
+    fn batch_properties(&self, p: &Pending) -> BasicProperties {
+        p.props.clone().unwrap_or_else(|| {
+            headers::outbound_properties(
+                p.message.headers(),
+                &self.patterns,
+                self.options.delivery_mode,
+            )
+        })
     }
 
     /// Gzips the body (after batching) when `compress` is set.
@@ -427,14 +447,17 @@ impl RabbitProducer {
     async fn publish_batch(
         &self,
         key: &ShortString,
-        mut batch: Vec<Pending>,
+        batch: Vec<Pending>,
     ) -> Result<(), Arc<RabbitError>> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        let first_props = self.batch_properties(first);
         let (body, props) = match batch.len() {
-            0 => return Ok(()),
-            1 => (batch[0].body.clone(), batch[0].props.clone()),
+            1 => (first.body.clone(), first_props),
             n => {
                 let body = batching::encode(&batch.iter().map(|p| &p.body[..]).collect::<Vec<_>>());
-                let mut table = batch[0].props.headers().clone().unwrap_or_default();
+                let mut table = first_props.headers().clone().unwrap_or_default();
                 table.insert(
                     batching::SPRING_BATCH_FORMAT.into(),
                     AMQPValue::LongString(batching::BATCH_FORMAT_LENGTH_HEADER4.into()),
@@ -443,21 +466,18 @@ impl RabbitProducer {
                     batching::BATCH_SIZE.into(),
                     AMQPValue::LongInt(i32::try_from(n).unwrap_or(i32::MAX)),
                 );
-                (
-                    Bytes::from(body),
-                    batch[0].props.clone().with_headers(table),
-                )
+                (Bytes::from(body), first_props.with_headers(table))
             }
         };
         let result = self.publish_raw(key, body, props).await.map_err(Arc::new);
         if let Err(e) = &result {
             tracing::warn!(binding = %self.binding_name, exchange = %self.exchange_name(), routing_key = %key, messages = batch.len(), error = %e, "publishing a batch failed");
         }
-        for p in batch.iter_mut() {
+        for p in batch {
             if result.is_ok() {
-                self.confirmed(p.original.take());
+                self.confirmed(Some(p.message));
             }
-            if let Some(w) = p.waiter.take() {
+            if let Some(w) = p.waiter {
                 let _ = w.send(result.clone());
             }
         }
@@ -465,13 +485,25 @@ impl RabbitProducer {
     }
 
     async fn publish(&self, message: Message<Bytes>) -> Result<(), BinderError> {
-        let (routing_key, props) = self.prepare(&message).map_err(|reason| BinderError::Send {
+        let refused = |reason| BinderError::Send {
             destination: self.exchange_name().to_owned(),
             reason,
             source: None,
-        })?;
+        };
+        let routing_key = self.routing.resolve(&message).map_err(refused)?;
+        // Batched messages share the first one's properties: build them when the batch is sent,
+        // unless they depend on this message's expressions.
+        let props = if self.batching.is_none() || self.options.delay.is_some() {
+            Some(self.properties(&message).map_err(refused)?)
+        } else {
+            None
+        };
         // Inside a transacted consumer of this binder: join its transaction.
         if let Some(tx) = transaction::current(self.binder_id()) {
+            let props = match props {
+                Some(p) => p,
+                None => self.properties(&message).map_err(refused)?,
+            };
             let (body, props) = self.compress(message.payload().clone(), props);
             return tx
                 .basic_publish(
@@ -496,6 +528,10 @@ impl RabbitProducer {
         let track = self.options.confirm_ack.is_some();
         let Some(batching) = &self.batching else {
             let original = track.then(|| message.clone());
+            let props = match props {
+                Some(p) => p,
+                None => self.properties(&message).map_err(refused)?,
+            };
             self.publish_raw(&routing_key, message.payload().clone(), props)
                 .await
                 .map_err(|e| self.send_error(routing_key.as_str(), Arc::new(e)))?;
@@ -511,7 +547,7 @@ impl RabbitProducer {
         let pending = Pending {
             body: message.payload().clone(),
             props,
-            original: track.then_some(message),
+            message,
             waiter: tx,
         };
         let mut first_error = None;
