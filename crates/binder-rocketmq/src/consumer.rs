@@ -68,9 +68,30 @@ impl InFlight {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        self.0.leave();
+    }
+}
+
+impl InFlight {
+    fn leave(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
         }
+    }
+
+    /// Like [`InFlight::enter`], for work that outlives the caller (a send callback).
+    pub(crate) fn enter_owned(self: &Arc<Self>) -> OwnedInFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OwnedInFlightGuard(Arc::clone(self))
+    }
+}
+
+/// An [`InFlight`] entry that owns its counter.
+pub(crate) struct OwnedInFlightGuard(Arc<InFlight>);
+
+impl Drop for OwnedInFlightGuard {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -83,8 +104,43 @@ pub(crate) enum Settle {
     Retry,
 }
 
+/// Holds deliveries while the binding is paused. The client's `suspend` stops new pulls, but a
+/// long-polling pull already at the broker still returns messages and the client dispatches
+/// them; the gate keeps them (unsettled, on the client's blocking lane) until `resume`.
+#[derive(Default)]
+pub(crate) struct Gate {
+    state: StdMutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    #[default]
+    Open,
+    Paused,
+    /// Stopping: held deliveries go back to the broker.
+    Closed,
+}
+
+impl Gate {
+    fn set(&self, s: GateState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.changed.notify_all();
+    }
+
+    /// Blocks this (blocking-lane) thread while paused; `false` when the binding is stopping.
+    fn pass(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while *state == GateState::Paused {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        *state == GateState::Open
+    }
+}
+
 /// Hands messages from the client's blocking lane to the application's runtime.
 pub(crate) struct Bridge {
+    pub(crate) gate: Gate,
     pub(crate) handler: Arc<dyn InboundHandler>,
     pub(crate) app: tokio::runtime::Handle,
     pub(crate) inflight: Arc<InFlight>,
@@ -103,6 +159,9 @@ impl Bridge {
     /// tokio worker) for its disposition.
     pub(crate) fn dispatch(&self, ext: &MessageExt) -> Settle {
         let _guard = self.inflight.enter();
+        if !self.gate.pass() {
+            return Settle::Retry;
+        }
         let span = tracing::debug_span!(
             "rocketmq.consume",
             messaging.system = "rocketmq",
@@ -268,6 +327,7 @@ pub(crate) async fn bind(
         ),
     )?;
     let bridge = Arc::new(Bridge {
+        gate: Gate::default(),
         handler,
         app: tokio::runtime::Handle::current(),
         inflight: Arc::new(InFlight::default()),
@@ -415,6 +475,7 @@ impl Binding for PushBinding {
             return Ok(());
         }
         let span = tracing::info_span!("rocketmq.consumer.start", binding = %self.spec.binding, topic = %self.spec.topic, group = %self.spec.group);
+        self.spec.bridge.gate.set(GateState::Open);
         let consumer = self.create().instrument(span).await?;
         *slot = Some(consumer);
         self.set_state(BindingState::Running);
@@ -431,6 +492,8 @@ impl Binding for PushBinding {
     }
 
     async fn stop(&self) -> Result<(), BinderError> {
+        // Deliveries held by a pause go back to the broker.
+        self.spec.bridge.gate.set(GateState::Closed);
         let consumer = self.consumer.lock().await.take();
         if let Some(mut c) = consumer {
             // Stops pulling, waits (await-termination-millis-when-shutdown) for running
@@ -446,6 +509,7 @@ impl Binding for PushBinding {
 
     async fn pause(&self) -> Result<(), BinderError> {
         if let Some(c) = self.consumer.lock().await.as_ref() {
+            self.spec.bridge.gate.set(GateState::Paused);
             c.suspend().await;
             self.set_state(BindingState::Paused);
         }
@@ -456,6 +520,7 @@ impl Binding for PushBinding {
         let resumed = match self.consumer.lock().await.as_ref() {
             Some(c) => {
                 c.resume().await;
+                self.spec.bridge.gate.set(GateState::Open);
                 true
             }
             None => false,

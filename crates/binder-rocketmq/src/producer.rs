@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use tokio::sync::RwLock;
 use tracing::Instrument;
 
 use crate::config::{ProducerType, RocketMqProducerProperties, SendType};
+use crate::consumer::InFlight;
 use crate::factory::{
     BinderInner, ProvisionedTopic, client_config, connection_error, instance_name, rpc_hook,
 };
@@ -110,6 +112,10 @@ pub(crate) struct RocketMqProducer {
     selector: Option<Arc<MessageQueueSelectorFn>>,
     callback: Option<Arc<SendCallbackFn>>,
     client: RwLock<Option<Client>>,
+    /// Asynchronous sends whose callback has not run yet (`flush` and `close` wait for them).
+    in_flight: Arc<InFlight>,
+    /// How long `flush` waits for them: twice `send-msg-timeout` (the client's own deadline).
+    flush_timeout: Duration,
 }
 
 fn send_error(topic: &str, reason: impl Into<String>) -> BinderError {
@@ -276,6 +282,12 @@ pub(crate) async fn bind(
         selector,
         callback,
         client: RwLock::new(Some(client)),
+        in_flight: Arc::new(InFlight::default()),
+        flush_timeout: Duration::from_millis(
+            u64::from(props.send_msg_timeout)
+                .saturating_mul(2)
+                .max(1_000),
+        ),
     }))
 }
 
@@ -361,7 +373,9 @@ impl RocketMqProducer {
                 let tx = Arc::new(StdMutex::new(Some(tx)));
                 let user = self.callback.clone();
                 let t = topic.to_owned();
+                let in_flight = StdMutex::new(Some(self.in_flight.enter_owned()));
                 let cb = move |r: Option<&SendResult>, e: Option<&ClientError>| {
+                    let _done = in_flight.lock().unwrap_or_else(|p| p.into_inner()).take();
                     let outcome: Result<SendReceipt, String> = match (r, e) {
                         (Some(r), _) if r.send_status == SendStatus::SendOk => Ok(receipt(&t, r)),
                         (Some(r), _) => Err(format!("the broker answered {:?}", r.send_status)),
@@ -415,18 +429,37 @@ impl Producer for RocketMqProducer {
         self.send_inner(message).instrument(span).await
     }
 
+    /// Waits until every asynchronous send has been answered (its callback ran), at most twice
+    /// `send-msg-timeout`. Sync and one-way sends are complete when `send` returns.
     async fn flush(&self) -> Result<(), BinderError> {
+        if tokio::time::timeout(self.flush_timeout, self.in_flight.wait_idle())
+            .await
+            .is_err()
+        {
+            return Err(send_error(
+                &self.topic,
+                format!(
+                    "{} asynchronous sends still unanswered after {:?}; the broker may be \
+                     unreachable (see the send errors logged for topic `{}`)",
+                    self.in_flight.current(),
+                    self.flush_timeout,
+                    self.topic
+                ),
+            ));
+        }
         Ok(())
     }
 
     async fn close(&self) -> Result<(), BinderError> {
+        // Answers to asynchronous sends arrive through the client: keep it until they did.
+        let flushed = self.flush().await;
         let client = self.client.write().await.take();
         match client {
             Some(Client::Normal(mut p)) => p.shutdown().await,
             Some(Client::Trans(mut p)) => p.shutdown().await,
             None => {}
         }
-        Ok(())
+        flushed
     }
 }
 

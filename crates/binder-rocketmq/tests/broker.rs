@@ -507,6 +507,18 @@ async fn async_callbacks_one_way_and_size_limit() {
     let po = producer(&b, "oneway", &topic, pp()).await;
     let ps = producer(&b, "small", &topic, pp()).await;
     pa.send(Message::bytes("a1")).await.expect("async send");
+    for i in 0..20 {
+        pa.send(Message::bytes(format!("b{i}")))
+            .await
+            .expect("async send");
+    }
+    // flush returns once every asynchronous send has been answered.
+    pa.flush().await.expect("flush");
+    assert_eq!(
+        receipts.lock().expect("lock").len(),
+        21,
+        "every callback ran before flush returned"
+    );
     pe.send(Message::bytes("a2"))
         .await
         .expect("async send awaited (error channel)");
@@ -525,16 +537,18 @@ async fn async_callbacks_one_way_and_size_limit() {
         .expect_err("disabled producer");
     assert!(err.to_string().contains("producer.enabled=false"), "{err}");
     let mut got = BTreeSet::new();
-    for _ in 0..3 {
+    for _ in 0..23 {
         got.insert(body(&next(&mut rx, 60).await));
     }
-    assert_eq!(got, BTreeSet::from(["a1".into(), "a2".into(), "o1".into()]));
+    let mut want: BTreeSet<String> = (0..20).map(|i| format!("b{i}")).collect();
+    want.extend(["a1".to_owned(), "a2".to_owned(), "o1".to_owned()]);
+    assert_eq!(got, want);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while receipts.lock().expect("lock").len() < 2 && Instant::now() < deadline {
+    while receipts.lock().expect("lock").len() < 22 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let receipts = receipts.lock().expect("lock").clone();
-    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    assert_eq!(receipts.len(), 22, "{receipts:?}");
     for r in receipts {
         let r = r.expect("callback reports success");
         assert_eq!(r.topic, topic);
@@ -806,5 +820,38 @@ async fn backlog_is_consumed_exactly_once_without_failures() {
     nothing(&mut rx, 3).await;
     assert_eq!(duplicates, 0);
     c.stop().await.expect("stop");
+    b.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn pause_holds_deliveries_until_resume() {
+    let topic = unique("pause");
+    let b = binder(&[]).await;
+    let (h, mut rx) = recorder(ack_all());
+    let c = consumer(&b, "in", &topic, Some(&unique("pz")), cp(), h).await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    p.send(Message::bytes("before")).await.expect("send");
+    assert_eq!(body(&next(&mut rx, 60).await), "before");
+    c.pause().await.expect("pause");
+    assert_eq!(c.state(), BindingState::Paused);
+    p.send(Message::bytes("while paused")).await.expect("send");
+    let early = tokio::time::timeout(Duration::from_secs(8), rx.recv()).await;
+    assert!(
+        early.is_err(),
+        "nothing is delivered while paused: {:?}",
+        early.ok().flatten().map(|m| body(&m))
+    );
+    c.resume().await.expect("resume");
+    assert_eq!(c.state(), BindingState::Running);
+    assert_eq!(body(&next(&mut rx, 60).await), "while paused");
+    // Stopping a paused binding returns held deliveries to the broker instead of hanging.
+    c.pause().await.expect("pause");
+    p.send(Message::bytes("held")).await.expect("send");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::timeout(Duration::from_secs(60), c.stop())
+        .await
+        .expect("stop returns while paused")
+        .expect("stop");
     b.close().await.expect("close");
 }
