@@ -51,19 +51,43 @@ fn bin_dir() -> PathBuf {
     cache_dir().join("bin-root").join("bin")
 }
 
+/// Whether both server binaries are in the cache.
+pub(crate) fn installed() -> bool {
+    let bin = bin_dir();
+    bin.join(NAMESRV_BIN).is_file() && bin.join(BROKER_BIN).is_file()
+}
+
+/// Whether the tests would use a name server that is already there (configured, or a local pair
+/// running), so nothing needs building.
+pub(crate) fn servers_provided() -> bool {
+    configured_name_server().is_some()
+        || (reachable(&format!("127.0.0.1:{NAMESRV_PORT}"))
+            && reachable(&format!("127.0.0.1:{BROKER_PORT}")))
+}
+
 /// Builds the pinned name server and broker into the cache unless both binaries exist.
 /// Returns the directory holding them. Takes 20-35 minutes on 2 cores the first time.
 pub(crate) fn install() -> Result<PathBuf> {
+    install_logged(None)
+}
+
+/// [`install`], with cargo's output written to `log` instead of the terminal (for a build
+/// running in the background while other work goes on).
+pub(crate) fn install_logged(log: Option<&Path>) -> Result<PathBuf> {
     let bin = bin_dir();
-    if bin.join(NAMESRV_BIN).is_file() && bin.join(BROKER_BIN).is_file() {
+    if installed() {
         return Ok(bin);
     }
     let cache = cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     eprintln!(
         "building the RocketMQ {ROCKETMQ_VERSION} name server and broker into {} \
-         (once; 20-35 minutes on 2 cores; cargo's progress follows)",
-        cache.display()
+         (once; 15-25 minutes on 2 cores; {})",
+        cache.display(),
+        match log {
+            Some(l) => format!("cargo's output goes to {}", l.display()),
+            None => "cargo's progress follows".to_owned(),
+        }
     );
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     c.args([
@@ -80,12 +104,27 @@ pub(crate) fn install() -> Result<PathBuf> {
     .arg(cache.join("target"))
     .envs(BUILD_PROFILE);
     let started = Instant::now();
-    crate::exec(c)?;
+    match log {
+        None => crate::exec(c)?,
+        Some(path) => {
+            let out =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let err = out.try_clone()?;
+            c.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+            let status = c.status().context("cannot start cargo install")?;
+            if !status.success() {
+                bail!(
+                    "building the RocketMQ servers failed ({status}); see {}",
+                    path.display()
+                );
+            }
+        }
+    }
     eprintln!(
         "RocketMQ servers built in {:.1} min",
         started.elapsed().as_secs_f64() / 60.0
     );
-    if !bin.join(NAMESRV_BIN).is_file() || !bin.join(BROKER_BIN).is_file() {
+    if !installed() {
         bail!(
             "cargo install finished but {} or {} is missing in {}",
             NAMESRV_BIN,
@@ -94,6 +133,65 @@ pub(crate) fn install() -> Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// A server build running in the background (see [`prebuild`]).
+pub(crate) struct Prebuild {
+    handle: std::thread::JoinHandle<Result<PathBuf>>,
+    log: PathBuf,
+    started: Instant,
+}
+
+/// Starts building the servers in the background when the tests will need them and they are
+/// not built yet, so the build overlaps the unit tests on a machine that never built them.
+pub(crate) fn prebuild() -> Result<Option<Prebuild>> {
+    if installed() || servers_provided() {
+        return Ok(None);
+    }
+    fs::create_dir_all(cache_dir())
+        .with_context(|| format!("cannot create {}", cache_dir().display()))?;
+    let log = cache_dir().join("build.log");
+    let path = log.clone();
+    let handle = std::thread::spawn(move || install_logged(Some(&path)));
+    Ok(Some(Prebuild {
+        handle,
+        log,
+        started: Instant::now(),
+    }))
+}
+
+impl Prebuild {
+    /// Waits for the build, printing progress every minute; on failure, the log's tail.
+    pub(crate) fn finish(self) -> Result<()> {
+        while !self.handle.is_finished() {
+            let compiled = fs::read_to_string(&self.log)
+                .map(|t| t.lines().filter(|l| l.contains("Compiling")).count())
+                .unwrap_or(0);
+            eprintln!(
+                "waiting for the RocketMQ server build: {compiled} crates compiled in {:.0} min \
+                 (log: {})",
+                self.started.elapsed().as_secs_f64() / 60.0,
+                self.log.display()
+            );
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until && !self.handle.is_finished() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        let result = self
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the RocketMQ server build thread panicked"))?;
+        if let Err(e) = result {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("  | {line}");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 /// The broker configuration: everything on loopback, state under `home`.

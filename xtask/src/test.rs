@@ -15,6 +15,17 @@ pub(crate) fn run_all_units() -> Result<()> {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    run_all_units()?;
+    // On a machine that never built the RocketMQ servers, build them while the unit tests run.
+    let rocketmq = args.is_empty() || args.iter().any(|a| a == "rocketmq");
+    let prebuild = if rocketmq {
+        crate::rocketmq::prebuild()?
+    } else {
+        None
+    };
+    let units = run_all_units();
+    if let Some(p) = prebuild {
+        p.finish()?;
+    }
+    units?;
     crate::itest::run(args)
 }
