@@ -63,6 +63,8 @@ impl ConsumerPipeline {
         match outcome {
             Ok(()) => Disposition::Ack,
             Err(e) => {
+                // The failed message is the one delivered, without the runtime's header.
+                message.headers_mut().remove(names::DELIVERY_ATTEMPT);
                 self.failure(message, raw, Arc::new(e.error), e.attempts)
                     .await
             }
@@ -92,7 +94,8 @@ impl ConsumerPipeline {
             Err(e) => {
                 let error = Arc::new(e.error);
                 let mut out = Vec::with_capacity(messages.len());
-                for (message, raw) in messages.into_iter().zip(raws) {
+                for (mut message, raw) in messages.into_iter().zip(raws) {
+                    message.headers_mut().remove(names::DELIVERY_ATTEMPT);
                     out.push(
                         self.failure(message, raw, Arc::clone(&error), e.attempts)
                             .await,
