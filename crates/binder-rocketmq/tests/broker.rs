@@ -855,3 +855,45 @@ async fn pause_holds_deliveries_until_resume() {
         .expect("stop");
     b.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn polled_consumer_recover_dead_letters_and_commits() {
+    let topic = unique("polldlq");
+    let group = unique("pdg");
+    let b = binder(&[(
+        "spring.cloud.stream.rocketmq.bindings.poll.consumer.pull.poll-timeout-millis",
+        "1000",
+    )])
+    .await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    let req = ConsumerRequest::new("poll", &topic, Some(group.clone()), cp());
+    let dest = b
+        .provisioner()
+        .provision_consumer(&req)
+        .await
+        .expect("provision");
+    let src = b.bind_pollable(req, dest).await.expect("pollable");
+    p.send(Message::bytes("bad poll").with_header("origin", "polled"))
+        .await
+        .expect("send");
+    let (h, mut rx) = recorder(Box::new(|m| failed(m, "cannot handle")));
+    let handler: Arc<dyn InboundHandler> = h;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !src.poll(&*handler).await.expect("poll") {
+        assert!(Instant::now() < deadline, "the message was never polled");
+    }
+    assert_eq!(body(&next(&mut rx, 5).await), "bad poll");
+    // Recovered: dead-lettered and committed, so nothing comes back.
+    for _ in 0..3 {
+        assert!(
+            !src.poll(&*handler).await.expect("poll"),
+            "nothing redelivered"
+        );
+    }
+    src.close().await.expect("close");
+    let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
+    assert_eq!(body(&dlq), "bad poll");
+    assert_eq!(dlq.headers().get_str("origin"), Some("polled"));
+    b.close().await.expect("close");
+}
