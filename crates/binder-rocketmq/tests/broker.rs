@@ -897,3 +897,38 @@ async fn polled_consumer_recover_dead_letters_and_commits() {
     assert_eq!(dlq.headers().get_str("origin"), Some("polled"));
     b.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn namespace_prefixes_topics_on_the_wire() {
+    let topic = unique("nstopic");
+    let ns = unique("ns").replace('-', "");
+    let b = binder(&[("spring.cloud.stream.rocketmq.binder.namespace", ns.as_str())]).await;
+    let (h, mut rx) = recorder(ack_all());
+    let c = consumer(&b, "in", &topic, Some(&unique("nsg")), cp(), h).await;
+    // A client without a namespace sees the message only under `<namespace>%<topic>`, as the
+    // Java client's NamespaceUtil names it.
+    let plain = binder(&[]).await;
+    let (wh, mut wire) = recorder(ack_all());
+    let wire_name = format!("{ns}%{topic}");
+    let w = consumer(&plain, "wire", &wire_name, Some(&unique("wg")), cp(), wh).await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    p.send(Message::bytes("namespaced")).await.expect("send");
+    let m = next(&mut rx, 60).await;
+    assert_eq!(body(&m), "namespaced");
+    assert_eq!(
+        m.headers().get_str(ROCKET_MQ_TOPIC),
+        Some(topic.as_str()),
+        "the application sees its topic without the namespace"
+    );
+    let on_wire = next(&mut wire, 60).await;
+    assert_eq!(body(&on_wire), "namespaced");
+    assert_eq!(
+        on_wire.headers().get_str(ROCKET_MQ_TOPIC),
+        Some(wire_name.as_str())
+    );
+    c.stop().await.expect("stop");
+    w.stop().await.expect("stop");
+    b.close().await.expect("close");
+    plain.close().await.expect("close");
+}
