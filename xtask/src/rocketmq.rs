@@ -66,7 +66,7 @@ pub(crate) fn servers_provided() -> bool {
 }
 
 /// Builds the pinned name server and broker into the cache unless both binaries exist.
-/// Returns the directory holding them. Takes 20-35 minutes on 2 cores the first time.
+/// Returns the directory holding them. Took 21 minutes on 2 busy cores the first time.
 pub(crate) fn install() -> Result<PathBuf> {
     install_logged(None)
 }
