@@ -9,10 +9,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{broker, cargo, describe, root};
+use crate::{broker, cargo, describe, rocketmq, root};
 
 const USAGE: &str = "cargo xtask bench [rabbit|memory|rocketmq|backlog|all] [--messages N] \
                      [--size BYTES] [--rounds R] [--backlog N]";
@@ -88,14 +89,17 @@ fn scenarios(target: &str) -> Vec<Scenario> {
         }
     }
     if matches!(target, "rocketmq" | "all") {
-        for name in ["rocketmq-publish", "rocketmq-consume", "rocketmq-e2e"] {
+        for (name, fill) in [
+            ("rocketmq-sync", false),
+            ("rocketmq-async", false),
+            ("rocketmq-consume", true),
+            ("rocketmq-e2e", true),
+        ] {
             v.push(Scenario {
                 name,
                 raw: true,
-                fill: false,
-                skipped: Some(
-                    "skipped: RocketMQ scenarios not written yet (raw rocketmq-client-rust anchor pending; see docs/benchmarks.md)",
-                ),
+                fill,
+                skipped: None,
             });
         }
     }
@@ -154,12 +158,15 @@ fn number_field(json: &str, key: &str) -> Option<f64> {
     json[start..end].trim().parse().ok()
 }
 
-fn child(bin: &PathBuf, args: &[String], env: &[(String, String)]) -> Result<String> {
+fn child(bin: &PathBuf, args: &[String], env: &[(String, String)], run_id: &str) -> Result<String> {
     let mut c = Command::new(bin);
     c.args(args).current_dir(root()).stderr(Stdio::inherit());
     for (k, v) in env {
         c.env(k, v);
     }
+    // Names the broker resources of one measurement (RocketMQ topics and groups), so its fill
+    // and run agree and no two runs share them.
+    c.env("STREAM_BENCH_RUN_ID", run_id);
     let out = c
         .output()
         .with_context(|| format!("cannot start {}", describe(&c)))?;
@@ -178,6 +185,15 @@ fn measure(
     messages: u64,
     size: usize,
 ) -> Result<String> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let run_id = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     if scenario.fill {
         child(
             bin,
@@ -188,6 +204,7 @@ fn measure(
                 size.to_string(),
             ],
             env,
+            &run_id,
         )?;
     }
     let out = child(
@@ -200,6 +217,7 @@ fn measure(
             size.to_string(),
         ],
         env,
+        &run_id,
     )?;
     out.lines()
         .rev()
@@ -250,6 +268,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let (host, port) = broker::ensure_rabbit()?;
         env.push(("SPRING_RABBITMQ_HOST".to_owned(), host));
         env.push(("SPRING_RABBITMQ_PORT".to_owned(), port.to_string()));
+    }
+    // Keeps a RocketMQ this run started alive until the end, then stops it.
+    let mut _rocketmq = None;
+    if list.iter().any(|s| s.name.starts_with("rocketmq")) {
+        let guard = rocketmq::ensure_rocketmq()?;
+        env.push(("ROCKETMQ_NAMESRV_ADDR".to_owned(), guard.name_server()));
+        _rocketmq = Some(guard);
     }
     let bin = build()?;
     let load_before = load();

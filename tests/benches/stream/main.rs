@@ -9,12 +9,14 @@
 //! ```
 //!
 //! Scenarios: `rabbit-publish`, `rabbit-consume`, `rabbit-e2e`, `rabbit-batch`,
-//! `rabbit-backlog`, `memory-e2e`. Without arguments (as `cargo test --all-targets` and
+//! `rabbit-backlog`, `rocketmq-sync`, `rocketmq-async`, `rocketmq-consume`, `rocketmq-e2e`,
+//! `memory-e2e`. Without arguments (as `cargo test --all-targets` and
 //! `cargo bench` run it) it prints this usage and exits 0.
 
 mod memory;
 mod meter;
 mod rabbit;
+mod rocketmq;
 
 use std::alloc::System;
 
@@ -28,7 +30,10 @@ pub(crate) static GLOBAL: StatsAlloc<System> = StatsAlloc::system();
 const USAGE: &str = "\
 stream run <scenario> <raw|binder> <messages> <size>
 stream fill <scenario> <messages> <size>
-scenarios: rabbit-publish rabbit-consume rabbit-e2e rabbit-batch rabbit-backlog memory-e2e
+scenarios: rabbit-publish rabbit-consume rabbit-e2e rabbit-batch rabbit-backlog
+           rocketmq-sync rocketmq-async rocketmq-consume rocketmq-e2e memory-e2e
+RocketMQ: ROCKETMQ_NAMESRV_ADDR names the name server (default 127.0.0.1:9876); fill prints
+STREAM_BENCH_RUN_ID=<id>, which run needs in its environment to find the filled topic.
 Run through `cargo xtask bench` (docs/benchmarks.md).";
 
 /// One run's parameters.
@@ -100,6 +105,7 @@ fn main() -> Result<()> {
                 match params.scenario.as_str() {
                     "memory-e2e" => memory::run(&params).await,
                     s if s.starts_with("rabbit-") => rabbit::run(&params).await,
+                    s if s.starts_with("rocketmq-") => rocketmq::run(&params).await,
                     other => bail!("unknown scenario `{other}`\n{USAGE}"),
                 }
             })?;
@@ -110,7 +116,11 @@ fn main() -> Result<()> {
             let scenario = args.get(1).cloned().unwrap_or_default();
             let messages = number(&args, 2, "messages")?;
             let size = number(&args, 3, "size")?;
-            runtime.block_on(rabbit::fill(&scenario, messages, size))
+            if scenario.starts_with("rocketmq-") {
+                runtime.block_on(rocketmq::fill(&scenario, messages, size))
+            } else {
+                runtime.block_on(rabbit::fill(&scenario, messages, size))
+            }
         }
         // `cargo bench` passes `--bench`; `cargo test --all-targets` passes nothing or filters.
         _ => {
