@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
+use stream_core::Message;
 use stream_core::memory::{InMemoryBinderFactory, InMemoryBroker};
 use stream_core::stream_config::Environment;
-use stream_core::{FunctionError, Message, StreamApp};
 
-use crate::meter::{Meter, Report, run_limit};
+use crate::meter::{Meter, Report, run_limit, uppercase_app};
 use crate::{Mode, Params, payload};
 
 /// `uppercase` in -> out over an `InMemoryBroker`: the bench task sends every message to
@@ -41,17 +41,12 @@ pub(crate) async fn run(p: &Params) -> Result<Report> {
         )
         .build()?;
     let meter = Arc::new(Meter::new(p.messages));
-    let m = Arc::clone(&meter);
-    let app = StreamApp::builder()
-        .environment(env)
-        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
-        .function("uppercase", move |s: String| {
-            let upper = s.to_uppercase();
-            m.tick();
-            std::future::ready(Ok::<String, FunctionError>(upper))
-        })
-        .build()
-        .await?;
+    let app = uppercase_app(
+        env,
+        InMemoryBinderFactory::with_broker(broker.clone()),
+        &meter,
+    )
+    .await?;
     let body = payload(p.size);
     for _ in 0..p.messages {
         broker.send("words", Message::bytes(body.clone()));

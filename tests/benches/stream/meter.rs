@@ -202,3 +202,23 @@ impl Meter {
 pub(crate) fn run_limit(messages: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(messages)
 }
+
+/// The end-to-end scenarios' application: function `uppercase` (`String -> String`) on
+/// `binder`, ticking `meter` once per message.
+pub(crate) async fn uppercase_app(
+    env: stream_core::stream_config::Environment,
+    binder: impl stream_core::binder::BinderFactory,
+    meter: &std::sync::Arc<Meter>,
+) -> anyhow::Result<stream_core::StreamApp> {
+    let m = std::sync::Arc::clone(meter);
+    Ok(stream_core::StreamApp::builder()
+        .environment(env)
+        .binder(binder)
+        .function("uppercase", move |s: String| {
+            let upper = s.to_uppercase();
+            m.tick();
+            std::future::ready(Ok::<String, stream_core::FunctionError>(upper))
+        })
+        .build()
+        .await?)
+}

@@ -20,7 +20,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use crate::meter::{Meter, Report, current_rss_kib, run_limit, snapshot};
+use crate::meter::{Meter, Report, current_rss_kib, run_limit, snapshot, uppercase_app};
 use crate::{Mode, Params, payload};
 
 /// Publisher confirms in flight at once, in both modes (binder: concurrent `send`s).
@@ -526,17 +526,8 @@ async fn e2e(p: &Params, ex: &str) -> Result<Report> {
                  spring.cloud.stream.bindings.uppercase-out-0.content-type={TEXT}\n\
                  spring.cloud.stream.bindings.uppercase-out-0.producer.required-groups={GROUP}\n"
             );
-            let m = Arc::clone(&meter);
-            let app = StreamApp::builder()
-                .environment(environment(props)?)
-                .binder(RabbitBinderFactory::new())
-                .function("uppercase", move |s: String| {
-                    let upper = s.to_uppercase();
-                    m.tick();
-                    std::future::ready(Ok::<String, FunctionError>(upper))
-                })
-                .build()
-                .await?;
+            let app =
+                uppercase_app(environment(props)?, RabbitBinderFactory::new(), &meter).await?;
             let r = meter.wait(run_limit(p.messages)).await;
             app.shutdown().await?;
             r?

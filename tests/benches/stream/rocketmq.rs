@@ -28,7 +28,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message as MqMessage;
 use rocketmq_runtime::{BlockingPoolPolicy, RuntimeConfig, RuntimeOwner, ScopeId};
 
-use crate::meter::{Meter, Report, run_limit, snapshot};
+use crate::meter::{Meter, Report, run_limit, snapshot, uppercase_app};
 use crate::{Mode, Params, payload};
 
 /// Synchronous sends awaiting their result at once (`rocketmq-sync`), in both modes.
@@ -650,17 +650,8 @@ async fn e2e(p: &Params, n: &Names) -> Result<Report> {
                 n.out,
                 n.producer_group
             );
-            let m = Arc::clone(&meter);
-            let app = StreamApp::builder()
-                .environment(environment(props)?)
-                .binder(RocketMqBinderFactory::new())
-                .function("uppercase", move |s: String| {
-                    let upper = s.to_uppercase();
-                    m.tick();
-                    std::future::ready(Ok::<String, FunctionError>(upper))
-                })
-                .build()
-                .await?;
+            let app =
+                uppercase_app(environment(props)?, RocketMqBinderFactory::new(), &meter).await?;
             let r = meter.wait(run_limit(p.messages)).await;
             app.shutdown().await?;
             r?
