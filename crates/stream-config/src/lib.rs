@@ -71,6 +71,6 @@ pub use reference::{reference_markdown, stream_reference_markdown};
 pub use secret::{REDACTED, Secret, is_sensitive_key, mask_uri_credentials, redact};
 pub use source::env::MAPPED_PREFIXES;
 pub use stream::{
-    BinderProperties, BindingProperties, ConsumerProperties, HeaderMode, PollerProperties,
+    AckMode, BinderProperties, BindingProperties, ConsumerProperties, HeaderMode, PollerProperties,
     ProducerProperties, STREAM_PREFIX, StreamConfig, StreamConfigBuilder, StreamProperties,
 };

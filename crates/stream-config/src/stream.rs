@@ -26,6 +26,65 @@ crate::property_enum! {
     }
 }
 
+/// Who settles a consumed message (`acknowledge-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckMode {
+    /// The runtime settles when the function returns (after retry and recovery).
+    #[default]
+    Auto,
+    /// The function settles the message through its [`Acknowledgment`] handle.
+    Manual,
+    /// The broker considers the message settled on delivery (auto-ack).
+    None,
+}
+
+impl std::str::FromStr for AckMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "AUTO" => Ok(AckMode::Auto),
+            "MANUAL" => Ok(AckMode::Manual),
+            "NONE" => Ok(AckMode::None),
+            other => Err(format!(
+                "unknown acknowledge mode `{other}`; expected AUTO, MANUAL or NONE"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AckMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AckMode {
+    /// Spring's spelling: `AUTO`, `MANUAL`, `NONE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Auto => "AUTO",
+            AckMode::Manual => "MANUAL",
+            AckMode::None => "NONE",
+        }
+    }
+}
+
+/// `acknowledge-mode`: a common consumer property, also read from binders' extensions.
+impl crate::ScalarField for AckMode {
+    fn type_name() -> String {
+        "AUTO, MANUAL or NONE".to_owned()
+    }
+
+    fn parse_value(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+
+    fn render(&self) -> String {
+        self.as_str().to_owned()
+    }
+}
+crate::__scalar_property_field!(AckMode);
+
 crate::properties! {
     /// Global properties, `spring.cloud.stream.*`.
     pub struct StreamProperties {
@@ -101,6 +160,10 @@ crate::properties! {
         pub batch_mode: bool = false,
         /// Name of a custom retry policy to use.
         pub retry_template_name: Option<String> = None,
+        /// Who settles a message: AUTO (the runtime, by the function's result), MANUAL (the
+        /// function, through the message's acknowledgment) or NONE (the broker, on delivery).
+        /// Unset: the binder's own key (`spring.cloud.stream.<binder>.bindings.<name>.consumer.acknowledge-mode`), else AUTO.
+        pub acknowledge_mode: Option<AckMode> = None,
     }
 
     /// Common producer properties, `spring.cloud.stream.bindings.<name>.producer.*`.

@@ -26,7 +26,9 @@ pub enum SpecialOutcome {
 ///
 /// Any `std::error::Error` converts into it with `?`; the conversion records the error's Rust
 /// type name as its *kind*, which `retryable-exceptions` keys match (full path or last segment).
-/// [`FunctionError::with_kind`] sets an explicit kind.
+/// [`FunctionError::with_kind`] sets an explicit kind; [`FunctionError::with_cause_kind`] records
+/// the kinds of causes, which classification walks after the error's own kind (Rust cannot name
+/// the type of a `dyn Error` cause, so causes are classified only by the kinds recorded here).
 ///
 /// ```
 /// use stream_core::FunctionError;
@@ -39,9 +41,14 @@ pub enum SpecialOutcome {
 /// ```
 pub struct FunctionError {
     kind: Cow<'static, str>,
+    causes: Vec<Cow<'static, str>>,
     inner: BoxError,
     special: Option<SpecialOutcome>,
 }
+
+/// The kind of a [`FunctionError`] made from a panic ([`FunctionError::panic`]): match it in
+/// `retryable-exceptions` (`panic: false` stops retrying panics).
+pub const PANIC_KIND: &str = "panic";
 
 #[derive(Debug)]
 struct MessageError(String);
@@ -59,6 +66,7 @@ impl FunctionError {
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
         Self {
             kind: Cow::Borrowed(std::any::type_name::<E>()),
+            causes: Vec::new(),
             inner: Box::new(error),
             special: None,
         }
@@ -68,6 +76,7 @@ impl FunctionError {
     pub fn msg(message: impl Into<String>) -> Self {
         Self {
             kind: Cow::Borrowed("message"),
+            causes: Vec::new(),
             inner: Box::new(MessageError(message.into())),
             special: None,
         }
@@ -77,9 +86,21 @@ impl FunctionError {
     pub fn from_boxed(kind: impl Into<Cow<'static, str>>, error: BoxError) -> Self {
         Self {
             kind: kind.into(),
+            causes: Vec::new(),
             inner: error,
             special: None,
         }
+    }
+
+    /// A panic caught while processing a message, of kind [`PANIC_KIND`]: its message is the
+    /// panic's payload when it is a string.
+    pub fn panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let text = payload
+            .downcast_ref::<&'static str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+        Self::msg(format!("panicked: {text}")).with_kind(PANIC_KIND)
     }
 
     /// Reject without requeue: no retry, the broker dead-letters the message.
@@ -109,6 +130,27 @@ impl FunctionError {
         self
     }
 
+    /// Records the kind of a cause (outermost first), which `retryable-exceptions` matches when
+    /// the error's own kind has no entry.
+    pub fn with_cause_kind(mut self, kind: impl Into<Cow<'static, str>>) -> Self {
+        self.causes.push(kind.into());
+        self
+    }
+
+    /// Wraps this error as the cause of a new one of kind `kind`: the old kind and its causes
+    /// become the new error's cause kinds, the message is kept.
+    pub fn rekinded_as(self, kind: impl Into<Cow<'static, str>>) -> Self {
+        let mut causes = Vec::with_capacity(self.causes.len() + 1);
+        causes.push(self.kind);
+        causes.extend(self.causes);
+        Self {
+            kind: kind.into(),
+            causes,
+            inner: self.inner,
+            special: self.special,
+        }
+    }
+
     /// Marks the error with a special outcome.
     pub fn with_special(mut self, special: SpecialOutcome) -> Self {
         self.special = Some(special);
@@ -118,6 +160,11 @@ impl FunctionError {
     /// The error's kind.
     pub fn kind(&self) -> &str {
         &self.kind
+    }
+
+    /// The recorded kinds of its causes, outermost first.
+    pub fn cause_kinds(&self) -> impl Iterator<Item = &str> {
+        self.causes.iter().map(|c| c.as_ref())
     }
 
     /// The special outcome, if the error carries one.
@@ -163,6 +210,7 @@ impl fmt::Debug for FunctionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FunctionError")
             .field("kind", &self.kind)
+            .field("causes", &self.causes)
             .field("error", &self.inner)
             .field("special", &self.special)
             .finish()
@@ -175,67 +223,276 @@ impl<E: StdError + Send + Sync + 'static> From<E> for FunctionError {
     }
 }
 
-/// A failure of a binder: connecting, provisioning, sending or settling.
-#[derive(Debug, thiserror::Error)]
+/// What kind of failure a [`BinderError`] is. Copyable, so callers can match on it cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum BinderError {
+pub enum BinderErrorKind {
     /// The binder cannot do what the binding asks (checked at bind time).
-    #[error("binder `{binder}` does not support {feature} (binding `{binding}`)")]
-    Unsupported {
-        /// Binder type.
-        binder: String,
-        /// Binding name.
-        binding: String,
-        /// What was asked for.
-        feature: String,
-    },
-    /// Invalid configuration for a binding, naming the property key.
-    #[error("invalid value for `{key}`: {reason}")]
-    InvalidProperty {
-        /// Full property key.
-        key: String,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
-    /// The broker refused or failed a provisioning step.
-    #[error("provisioning `{destination}` failed: {reason}")]
-    Provisioning {
-        /// Destination (exchange, queue, topic).
-        destination: String,
-        /// What failed.
-        reason: String,
-        /// Underlying error.
-        #[source]
-        source: Option<BoxError>,
-    },
+    Unsupported,
+    /// A binding or binder property has a value that cannot work; the error names the key.
+    InvalidProperty,
+    /// The broker refused or failed a provisioning step (declaring a queue, creating a topic).
+    Provisioning,
     /// The broker could not be reached or the connection failed.
-    #[error("connection to {target} failed: {reason}")]
-    Connection {
-        /// Broker address (credentials removed).
-        target: String,
-        /// What failed.
-        reason: String,
-        /// Underlying error.
-        #[source]
-        source: Option<BoxError>,
-    },
-    /// Sending to a destination failed.
-    #[error("send to `{destination}` failed: {reason}")]
-    Send {
-        /// Destination.
-        destination: String,
-        /// What failed.
-        reason: String,
-        /// Underlying error.
-        #[source]
-        source: Option<BoxError>,
-    },
-    /// The binding is closed.
-    #[error("binding `{0}` is closed")]
-    Closed(String),
-    /// Any other binder failure.
-    #[error("{0}")]
-    Other(#[source] BoxError),
+    Connection,
+    /// Sending a message failed (refused, returned, not confirmed).
+    Send,
+    /// Settling a delivery (ack, reject, dead-letter) failed.
+    Settle,
+    /// The binding or binder is closed.
+    Closed,
+    /// Anything else.
+    Unexpected,
+}
+
+impl BinderErrorKind {
+    /// A short lower-case name (`connection`, `invalid-property`, ...), as logs and metrics
+    /// (`error.type`) show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BinderErrorKind::Unsupported => "unsupported",
+            BinderErrorKind::InvalidProperty => "invalid-property",
+            BinderErrorKind::Provisioning => "provisioning",
+            BinderErrorKind::Connection => "connection",
+            BinderErrorKind::Send => "send",
+            BinderErrorKind::Settle => "settle",
+            BinderErrorKind::Closed => "closed",
+            BinderErrorKind::Unexpected => "unexpected",
+        }
+    }
+}
+
+impl fmt::Display for BinderErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether trying again may succeed: what late binding, reconnection and send retries ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorStatus {
+    /// Trying again will fail the same way (a refused declaration, a bad property).
+    Permanent,
+    /// Trying again later may succeed (the broker is unreachable, the connection dropped).
+    Temporary,
+}
+
+/// A failure of a binder: connecting, provisioning, sending or settling.
+///
+/// One type for every binder, with a [`kind`](Self::kind) saying what happened and a
+/// [`status`](Self::status) saying whether to retry (the runtime's late binding and
+/// reconnection ask [`is_temporary`](Self::is_temporary) and nothing else). The message names
+/// the property key, destination or broker address and says how to fix it; the underlying
+/// error, if any, is the [`source`](std::error::Error::source), never repeated in the message.
+///
+/// ```
+/// use stream_core::{BinderError, BinderErrorKind};
+/// let e = BinderError::connection("amqp://localhost:5672/", "connection refused");
+/// assert_eq!(e.kind(), BinderErrorKind::Connection);
+/// assert!(e.is_temporary());
+/// assert_eq!(e.to_string(), "connection to amqp://localhost:5672/ failed: connection refused");
+///
+/// let e = BinderError::invalid_property("spring.cloud.stream.rabbit.bindings.in.consumer.prefetch", "must be positive");
+/// assert!(!e.is_temporary());
+/// assert_eq!(e.key(), Some("spring.cloud.stream.rabbit.bindings.in.consumer.prefetch"));
+/// ```
+pub struct BinderError {
+    kind: BinderErrorKind,
+    status: ErrorStatus,
+    message: String,
+    key: Option<String>,
+    destination: Option<String>,
+    source: Option<BoxError>,
+}
+
+impl BinderError {
+    /// An error of `kind` with a message; permanent unless the kind is
+    /// [`BinderErrorKind::Connection`].
+    pub fn new(kind: BinderErrorKind, message: impl Into<String>) -> Self {
+        let status = if kind == BinderErrorKind::Connection {
+            ErrorStatus::Temporary
+        } else {
+            ErrorStatus::Permanent
+        };
+        Self {
+            kind,
+            status,
+            message: message.into(),
+            key: None,
+            destination: None,
+            source: None,
+        }
+    }
+
+    /// The binder cannot do `feature` for `binding` (a bind-time refusal).
+    pub fn unsupported(binder: &str, binding: &str, feature: impl fmt::Display) -> Self {
+        Self::new(
+            BinderErrorKind::Unsupported,
+            format!("binder `{binder}` does not support {feature} (binding `{binding}`)"),
+        )
+    }
+
+    /// A property value that cannot work: names the full key and says what is wrong.
+    pub fn invalid_property(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        let key = key.into();
+        let mut e = Self::new(
+            BinderErrorKind::InvalidProperty,
+            format!("invalid value for `{key}`: {reason}"),
+        );
+        e.key = Some(key);
+        e
+    }
+
+    /// Provisioning `destination` failed (permanent: the broker refused).
+    pub fn provisioning(destination: impl Into<String>, reason: impl fmt::Display) -> Self {
+        let destination = destination.into();
+        let mut e = Self::new(
+            BinderErrorKind::Provisioning,
+            format!("provisioning `{destination}` failed: {reason}"),
+        );
+        e.destination = Some(destination);
+        e
+    }
+
+    /// The broker at `target` (an address without credentials) could not be reached
+    /// (temporary).
+    pub fn connection(target: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self::new(
+            BinderErrorKind::Connection,
+            format!("connection to {target} failed: {reason}"),
+        )
+    }
+
+    /// Sending to `destination` failed.
+    pub fn send(destination: impl Into<String>, reason: impl fmt::Display) -> Self {
+        let destination = destination.into();
+        let mut e = Self::new(
+            BinderErrorKind::Send,
+            format!("send to `{destination}` failed: {reason}"),
+        );
+        e.destination = Some(destination);
+        e
+    }
+
+    /// Settling a delivery from `destination` failed.
+    pub fn settle(destination: impl Into<String>, reason: impl fmt::Display) -> Self {
+        let destination = destination.into();
+        let mut e = Self::new(
+            BinderErrorKind::Settle,
+            format!("settling a delivery from `{destination}` failed: {reason}"),
+        );
+        e.destination = Some(destination);
+        e
+    }
+
+    /// The binding (or binder) `name` is closed.
+    pub fn closed(name: impl fmt::Display) -> Self {
+        Self::new(
+            BinderErrorKind::Closed,
+            format!("binding `{name}` is closed"),
+        )
+    }
+
+    /// Any other failure, described by `error`'s message (and kept as the source).
+    pub fn other(error: impl Into<BoxError>) -> Self {
+        let error = error.into();
+        Self::new(BinderErrorKind::Unexpected, error.to_string()).with_source(error)
+    }
+
+    /// Keeps `source` as the underlying error (shown by [`std::error::Error::source`], not in
+    /// the message).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Marks the error as worth retrying later.
+    pub fn temporary(mut self) -> Self {
+        self.status = ErrorStatus::Temporary;
+        self
+    }
+
+    /// Marks the error as final.
+    pub fn permanent(mut self) -> Self {
+        self.status = ErrorStatus::Permanent;
+        self
+    }
+
+    /// Names the destination concerned.
+    pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
+        self.destination = Some(destination.into());
+        self
+    }
+
+    /// Names the property key concerned.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> BinderErrorKind {
+        self.kind
+    }
+
+    /// Whether trying again may succeed.
+    pub fn status(&self) -> ErrorStatus {
+        self.status
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.status == ErrorStatus::Temporary
+    }
+
+    /// The property key concerned, if the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The destination concerned, if the error is about one.
+    pub fn destination(&self) -> Option<&str> {
+        self.destination.as_deref()
+    }
+
+    /// The message, without the source's.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for BinderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for BinderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("BinderError");
+        d.field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("message", &self.message);
+        if let Some(k) = &self.key {
+            d.field("key", k);
+        }
+        if let Some(dest) = &self.destination {
+            d.field("destination", dest);
+        }
+        if let Some(s) = &self.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for BinderError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
 }
 
 /// A payload could not be converted to or from bytes.

@@ -12,10 +12,14 @@ pub mod function;
 pub mod memory;
 pub mod message;
 pub mod partition;
+mod process;
 pub mod retry;
 
 pub use app::{PollableConsumer, StreamApp, StreamAppBuilder, StreamBridge, StreamError};
-pub use error::{BinderError, BoxError, ConversionError, FunctionError, SpecialOutcome};
+pub use error::{
+    BinderError, BinderErrorKind, BoxError, ConversionError, ErrorStatus, FunctionError,
+    PANIC_KIND, SpecialOutcome,
+};
 pub use message::{
     AckMode, Acknowledger, Acknowledgment, HeaderName, HeaderValue, Headers, Message,
 };

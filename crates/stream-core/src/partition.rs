@@ -418,6 +418,19 @@ impl PartitionHandler {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply(&self, message: &mut Message) -> Result<u32, PartitionError> {
+        let partition = self.select(message)?;
+        // `partition` <= i32::MAX: an override is checked, a computed one is < count.
+        let header = i32::try_from(partition).unwrap_or(i32::MAX);
+        message
+            .headers_mut()
+            .insert(names::PARTITION, HeaderValue::I32(header));
+        Ok(partition)
+    }
+
+    /// The partition of a message, without setting `scst_partition` (the runtime hands the
+    /// partition to the binder as a field): a `scst_partitionOverride` header wins and is
+    /// removed, else the key and selector decide.
+    pub fn select(&self, message: &mut Message) -> Result<u32, PartitionError> {
         let partition = match message.headers().get(names::PARTITION_OVERRIDE) {
             Some(value) => {
                 let partition = value
@@ -432,11 +445,6 @@ impl PartitionHandler {
             }
             None => self.determine_partition(message)?,
         };
-        // `partition` <= i32::MAX: an override is checked above, a computed one is < count.
-        let header = i32::try_from(partition).unwrap_or(i32::MAX);
-        message
-            .headers_mut()
-            .insert(names::PARTITION, HeaderValue::I32(header));
         Ok(partition)
     }
 

@@ -134,16 +134,15 @@ where
 /// `back-off-*`, `default-retryable`, `retryable-exceptions`).
 ///
 /// **Classification** ([`RetryPolicy::is_retryable`]): errors with a
-/// [`special`](FunctionError::special) outcome are never retried. Otherwise the error's cause
-/// chain is walked from the outside in; the first level with an entry in `retryable-exceptions`
-/// decides, else `default-retryable` does. Level 0 is the [`FunctionError`]: its
-/// [`kind`](FunctionError::kind) and the type name leading the `Debug` output of its inner
-/// error. Deeper levels (each [`source`](std::error::Error::source)) have no kind, so theirs is
-/// the leading identifier of their `Debug` output (`ParseIntError { kind: InvalidDigit }` →
-/// `ParseIntError`). A configured key matches a kind when equal, when equal to the kind's last
-/// `::` segment (`ParseIntError` matches `core::num::error::ParseIntError`), or when equal to
-/// either ignoring case, `-` and `_` (`parse-int-error`). Within one level an exact match beats
-/// a last-segment match, which beats a relaxed one.
+/// [`special`](FunctionError::special) outcome are never retried. Otherwise the error's kinds
+/// are walked from the outside in: its own [`kind`](FunctionError::kind) (an explicit kind, or
+/// the Rust type name of the error it was made from), then the kinds of its causes recorded with
+/// [`FunctionError::with_cause_kind`] / [`FunctionError::rekinded_as`]. The first level with an
+/// entry in `retryable-exceptions` decides, else `default-retryable` does. A configured key
+/// matches a kind when equal, when equal to the kind's last `::` segment (`ParseIntError`
+/// matches `core::num::error::ParseIntError`), or when equal to either ignoring case, `-` and
+/// `_` (`parse-int-error`). Within one level an exact match beats a last-segment match, which
+/// beats a relaxed one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
@@ -251,35 +250,27 @@ impl RetryPolicy {
         self.classify(error).unwrap_or(self.default_retryable)
     }
 
-    /// The decision of the closest `retryable-exceptions` entry, if one matches.
+    /// The decision of the closest `retryable-exceptions` entry, if one matches: the error's own
+    /// kind first, then its recorded cause kinds, outermost first.
     fn classify(&self, error: &FunctionError) -> Option<bool> {
         if self.retryable.is_empty() {
             return None;
         }
-        let inner = error.inner();
-        let level0 = [error.kind().to_owned(), debug_kind(inner)];
-        if let Some(decision) = self.best_match(&level0) {
-            return Some(decision);
-        }
-        let mut current: Option<&(dyn StdError + 'static)> = inner.source();
-        while let Some(err) = current {
-            if let Some(decision) = self.best_match(&[debug_kind(err)]) {
-                return Some(decision);
-            }
-            current = err.source();
-        }
-        None
+        std::iter::once(error.kind())
+            .chain(error.cause_kinds())
+            .find_map(|kind| self.best_match(kind))
     }
 
-    fn best_match(&self, kinds: &[String]) -> Option<bool> {
+    fn best_match(&self, kind: &str) -> Option<bool> {
+        if kind.is_empty() {
+            return None;
+        }
         let mut best: Option<(u8, bool)> = None;
-        for kind in kinds.iter().filter(|k| !k.is_empty()) {
-            for (key, retry) in &self.retryable {
-                if let Some(score) = match_score(key, kind)
-                    && best.is_none_or(|(s, _)| score > s)
-                {
-                    best = Some((score, *retry));
-                }
+        for (key, retry) in &self.retryable {
+            if let Some(score) = match_score(key, kind)
+                && best.is_none_or(|(s, _)| score > s)
+            {
+                best = Some((score, *retry));
             }
         }
         best.map(|(_, retry)| retry)
@@ -341,15 +332,6 @@ impl RetryClassifier for RetryPolicy {
     fn is_retryable(&self, error: &FunctionError) -> bool {
         RetryPolicy::is_retryable(self, error)
     }
-}
-
-/// The leading identifier (with `::` paths) of an error's `Debug` output.
-fn debug_kind(error: &(dyn StdError + 'static)) -> String {
-    let debug = format!("{error:?}");
-    debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        .collect()
 }
 
 /// Strips generic arguments and returns the last `::` segment.
@@ -509,11 +491,9 @@ mod tests {
         );
     }
 
-    /// A two-level std error chain: `Outer` caused by `std::num::ParseIntError`.
+    /// `Outer`, whose cause is a `ParseIntError`, recorded as a cause kind.
     #[derive(Debug)]
-    struct Outer {
-        source: std::num::ParseIntError,
-    }
+    struct Outer;
 
     impl fmt::Display for Outer {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -521,18 +501,10 @@ mod tests {
         }
     }
 
-    impl StdError for Outer {
-        fn source(&self) -> Option<&(dyn StdError + 'static)> {
-            Some(&self.source)
-        }
-    }
+    impl StdError for Outer {}
 
     fn chained() -> FunctionError {
-        let source = "x".parse::<i32>().err().map(|source| Outer { source });
-        match source {
-            Some(outer) => FunctionError::new(outer),
-            None => FunctionError::msg("unreachable"),
-        }
+        FunctionError::new(Outer).with_cause_kind(std::any::type_name::<std::num::ParseIntError>())
     }
 
     #[test]
@@ -551,7 +523,7 @@ mod tests {
         // No entry: default-retryable decides.
         assert!(classify(&[], true));
         assert!(!classify(&[], false));
-        // A cause matches (last segment, exact Debug identifier, relaxed spelling).
+        // A cause matches (last segment, relaxed spelling).
         assert!(!classify(&[("ParseIntError", false)], true));
         assert!(!classify(&[("parse-int-error", false)], true));
         assert!(!classify(&[("PARSE_INT_ERROR", false)], true));
@@ -585,11 +557,18 @@ mod tests {
             .err()
             .map_or_else(|| FunctionError::msg("?"), FunctionError::new);
         assert!(!p.is_retryable(&parse));
-        // A re-kinded error still matches through its inner Debug identifier at level 0.
+        // A re-kinded error still matches through its former kind, now a cause kind.
         let p = RetryPolicy::builder()
             .retryable("ParseIntError", false)
             .build();
-        assert!(!p.is_retryable(&parse.with_kind("amount")));
+        assert!(!p.is_retryable(&parse.rekinded_as("amount")));
+        // A panic has its own kind.
+        let p = RetryPolicy::builder().retryable("panic", false).build();
+        let payload: Box<dyn std::any::Any + Send> = Box::new("boom");
+        let panic = FunctionError::panic(&*payload);
+        assert_eq!(panic.kind(), crate::error::PANIC_KIND);
+        assert_eq!(panic.to_string(), "panicked: boom");
+        assert!(!p.is_retryable(&panic));
     }
 
     #[test]

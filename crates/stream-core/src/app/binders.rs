@@ -7,13 +7,14 @@ use stream_config::StreamConfig;
 use tokio::sync::Mutex;
 
 use super::StreamError;
-use crate::binder::{Binder, BinderContext, BinderRegistry};
+use crate::binder::BinderRegistry;
+use crate::binder::erased::DynBinder;
 
 /// Binders by configuration name, created on first use.
 pub(crate) struct Binders {
     registry: BinderRegistry,
     config: Arc<StreamConfig>,
-    created: Mutex<HashMap<String, Arc<dyn Binder>>>,
+    created: Mutex<HashMap<String, Arc<dyn DynBinder>>>,
 }
 
 impl Binders {
@@ -30,7 +31,7 @@ impl Binders {
         &self,
         binding: &str,
         requested: Option<&str>,
-    ) -> Result<Arc<dyn Binder>, StreamError> {
+    ) -> Result<Arc<dyn DynBinder>, StreamError> {
         let name = self.binder_name(binding, requested)?;
         let mut created = self.created.lock().await;
         if let Some(b) = created.get(&name) {
@@ -53,7 +54,8 @@ impl Binders {
                 })?;
         tracing::info!(binder = %name, binder_type = %binder_type, "creating binder");
         let binder = factory
-            .create(BinderContext::new(name.clone(), environment))
+            .inner
+            .create(name.clone(), environment)
             .await
             .map_err(|source| StreamError::Binder {
                 binding: binding.to_owned(),
@@ -116,7 +118,7 @@ impl Binders {
     }
 
     /// Every binder created so far.
-    pub(crate) async fn all(&self) -> Vec<(String, Arc<dyn Binder>)> {
+    pub(crate) async fn all(&self) -> Vec<(String, Arc<dyn DynBinder>)> {
         self.created
             .lock()
             .await

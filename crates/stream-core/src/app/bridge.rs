@@ -7,7 +7,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use super::{AppShared, StreamError};
+use super::StreamError;
+use super::shared::AppShared;
 use crate::function::FunctionOutput;
 use crate::message::Message;
 
@@ -139,7 +140,7 @@ impl StreamBridge {
             .send(message)
             .await
             .map_err(|source| StreamError::Send {
-                destination: binding.destination.clone(),
+                destination: binding.destination.to_string(),
                 source,
             })
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::binder::Producer;
+use crate::binder::Outbound;
+use crate::binder::erased::DynProducer;
 use crate::error::{BinderError, FunctionError};
 use crate::errors::{ErrorChannels, ErrorMessage};
 use crate::function::ConversionContext;
@@ -14,10 +15,10 @@ use crate::partition::PartitionHandler;
 
 /// One bound output: a producer plus what is applied before each send.
 pub(crate) struct OutputBinding {
-    pub(crate) binding: String,
-    pub(crate) destination: String,
-    pub(crate) binder_type: String,
-    pub(crate) producer: Arc<dyn Producer>,
+    pub(crate) binding: Arc<str>,
+    pub(crate) destination: Arc<str>,
+    pub(crate) binder_type: &'static str,
+    pub(crate) producer: Arc<dyn DynProducer>,
     pub(crate) partition: Option<PartitionHandler>,
     /// Converts payloads for this binding (its content type, native encoding).
     pub(crate) conversion: ConversionContext,
@@ -26,31 +27,37 @@ pub(crate) struct OutputBinding {
 }
 
 impl OutputBinding {
+    /// Removes the framework's internal headers and selects the partition: what the binder
+    /// receives.
+    fn outbound(&self, mut message: Message<Bytes>) -> Result<Outbound, BinderError> {
+        message.headers_mut().retain(|k, _| !names::is_internal(k));
+        let partition = match &self.partition {
+            Some(handler) => Some(
+                handler
+                    .select(&mut message)
+                    .map_err(|e| BinderError::send(&*self.destination, &e).with_source(e))?,
+            ),
+            None => None,
+        };
+        Ok(Outbound::new(message).with_partition(partition))
+    }
+
     /// Applies partitioning and sends.
-    pub(crate) async fn send(&self, mut message: Message<Bytes>) -> Result<(), BinderError> {
+    pub(crate) async fn send(&self, message: Message<Bytes>) -> Result<(), BinderError> {
         let span = tracing::debug_span!(
             "stream.publish",
-            messaging.system = %self.binder_type,
+            messaging.system = self.binder_type,
             messaging.destination.name = %self.destination,
             messaging.operation.name = "publish",
             binding = %self.binding,
         );
         async move {
-            message.headers_mut().remove(names::DELIVERY_ATTEMPT);
-            if let Some(partition) = &self.partition {
-                partition
-                    .apply(&mut message)
-                    .map_err(|e| BinderError::Send {
-                        destination: self.destination.clone(),
-                        reason: e.to_string(),
-                        source: Some(Box::new(e)),
-                    })?;
-            }
+            let outbound = self.outbound(message)?;
             match &self.error_channel {
-                None => self.producer.send(message).await,
+                None => self.producer.send(outbound).await,
                 Some((channels, channel)) => {
-                    let copy = message.clone();
-                    let result = self.producer.send(message).await;
+                    let copy = outbound.message.clone();
+                    let result = self.producer.send(outbound).await;
                     if let Err(e) = &result {
                         channels
                             .publish(ErrorMessage {
@@ -59,7 +66,7 @@ impl OutputBinding {
                                     FunctionError::msg(e.to_string()).with_kind("send"),
                                 ),
                                 raw: None,
-                                binding: self.binding.clone(),
+                                binding: self.binding.to_string(),
                                 channel: channel.clone(),
                             })
                             .await;

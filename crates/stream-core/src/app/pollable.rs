@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::pipeline::{ConsumerIdentity, ConsumerPipeline, Invoker};
-use super::{AppShared, StreamError};
-use crate::binder::{Capability, PollableSource};
+use super::StreamError;
+use super::shared::{AppShared, InputHandlers};
+use crate::binder::erased::DynPollable;
 use crate::error::{BinderError, FunctionError};
-use crate::errors::{ErrorChannels, consumer_error_channel};
 use crate::function::{ConversionContext, FunctionInput};
-use crate::retry::RetryPolicy;
+use crate::process::pipeline::{ConsumerPipeline, Invoker};
 
 /// A consumer the application polls: `poll` takes at most one message and hands it to the
 /// handler with the binding's retry and error handling.
@@ -40,17 +39,16 @@ use crate::retry::RetryPolicy;
 /// # });
 /// ```
 pub struct PollableConsumer {
-    identity: ConsumerIdentity,
-    source: Box<dyn PollableSource>,
+    source: Box<dyn DynPollable>,
+    /// The binding's pipeline (identity, retry, error channels); each poll brings its handler.
+    base: Arc<ConsumerPipeline>,
     ctx: ConversionContext,
-    retry: RetryPolicy,
-    errors: ErrorChannels,
 }
 
 impl std::fmt::Debug for PollableConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PollableConsumer")
-            .field("binding", &self.identity.binding)
+            .field("binding", &self.base.id.binding)
             .finish_non_exhaustive()
     }
 }
@@ -60,38 +58,25 @@ pub(crate) async fn bind(
     binding: &str,
 ) -> Result<PollableConsumer, StreamError> {
     let props = shared.binding(binding)?;
-    let binder = shared
-        .binders
-        .resolve(binding, props.binder.as_deref())
+    let no_handler: Invoker = Arc::new(|_| {
+        Box::pin(async { Err(FunctionError::msg("polled without a handler")) })
+            as BoxFuture<'static, Result<(), FunctionError>>
+    });
+    let (source, base) = shared
+        .bind_pollable(
+            binding,
+            &props,
+            InputHandlers {
+                invoker: no_handler,
+                batch_invoker: None,
+                error_handler: None,
+            },
+        )
         .await?;
-    super::require(&*binder, binding, Capability::PollableConsumer)?;
-    let destination = props.destination_or(binding).to_owned();
-    let request = shared.consumer_request(binding, &props, &destination)?;
-    let bind_err = |source| StreamError::Binder {
-        binding: binding.to_owned(),
-        source,
-    };
-    let provisioned = binder
-        .provisioner()
-        .provision_consumer(&request)
-        .await
-        .map_err(bind_err)?;
-    let source = binder
-        .bind_pollable(request, provisioned)
-        .await
-        .map_err(bind_err)?;
     Ok(PollableConsumer {
-        identity: ConsumerIdentity {
-            binding: binding.to_owned(),
-            destination: destination.clone(),
-            group: props.group.clone(),
-            binder_type: binder.binder_type().to_owned(),
-            error_channel: consumer_error_channel(&destination, props.group.as_deref()),
-        },
         source,
+        base,
         ctx: shared.conversion_context(&props, props.consumer.use_native_decoding),
-        retry: shared.retry_policy(binding, &props)?,
-        errors: shared.errors.clone(),
     })
 }
 
@@ -112,18 +97,18 @@ impl PollableConsumer {
                 as BoxFuture<'static, Result<(), FunctionError>>
         });
         let pipeline = ConsumerPipeline {
-            id: self.identity.clone(),
+            id: self.base.id.clone(),
             invoker,
             batch_invoker: None,
-            retry: self.retry.clone(),
-            errors: self.errors.clone(),
+            retry: self.base.retry().clone(),
+            errors: self.base.errors.clone(),
             error_handler: None,
         };
         self.source
             .poll(&pipeline)
             .await
             .map_err(|source| StreamError::Binder {
-                binding: self.identity.binding.clone(),
+                binding: self.base.id.binding.to_string(),
                 source,
             })
     }

@@ -27,7 +27,7 @@ pub(crate) fn spawn_supplier(
         .as_deref()
         .map(|expr| {
             parse_cron(expr).map_err(|reason| StreamError::InvalidBinding {
-                binding: output.binding.clone(),
+                binding: output.binding.to_string(),
                 reason: format!(
                     "`spring.cloud.stream.bindings.{}.producer.poller.cron` = `{expr}`: {reason}",
                     output.binding

@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+use stream_config::AckMode;
+
+use crate::error::BinderError;
+use crate::process::{DeadLetterRoute, Recovery};
+
 /// A feature a binding may need from its binder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -24,10 +29,13 @@ pub enum Capability {
     BatchConsumer,
     /// Transactional producers or consumers.
     Transactions,
+    /// Headers keep their types on the wire (an `i32` arrives as an `i32`); without it they
+    /// arrive as strings (RocketMQ user properties).
+    TypedHeaders,
 }
 
 impl Capability {
-    const ALL: [Capability; 9] = [
+    const ALL: [Capability; 10] = [
         Capability::PollableConsumer,
         Capability::ManualAck,
         Capability::NoAck,
@@ -37,6 +45,7 @@ impl Capability {
         Capability::RequiredGroups,
         Capability::BatchConsumer,
         Capability::Transactions,
+        Capability::TypedHeaders,
     ];
 
     fn bit(self) -> u32 {
@@ -56,6 +65,7 @@ impl fmt::Display for Capability {
             Capability::RequiredGroups => "required-groups",
             Capability::BatchConsumer => "batch-mode consumers",
             Capability::Transactions => "transactions",
+            Capability::TypedHeaders => "typed headers",
         })
     }
 }
@@ -105,4 +115,42 @@ impl fmt::Debug for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.iter()).finish()
     }
+}
+
+/// The capability an acknowledge mode needs, if any.
+pub(crate) fn required_capability(mode: AckMode) -> Option<Capability> {
+    match mode {
+        AckMode::Manual => Some(Capability::ManualAck),
+        AckMode::None => Some(Capability::NoAck),
+        AckMode::Auto => None,
+    }
+}
+
+/// Checks what a consumer's recovery asks of the binder against its declared capabilities.
+pub(crate) fn check_recovery(
+    binder_type: &str,
+    capabilities: Capabilities,
+    binding: &str,
+    recovery: &Recovery,
+) -> Result<(), BinderError> {
+    let needs = [
+        (recovery.transactional(), Capability::Transactions),
+        (
+            recovery.exhausted() == DeadLetterRoute::Publish
+                || recovery.rejected() == DeadLetterRoute::Publish,
+            Capability::DeadLetter,
+        ),
+    ];
+    for (needed, capability) in needs {
+        if needed && !capabilities.supports(capability) {
+            return Err(BinderError::unsupported(
+                binder_type,
+                binding,
+                format!(
+                    "{capability} (its consumer's recovery needs it but the binder does not declare it)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

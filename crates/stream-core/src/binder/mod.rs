@@ -1,171 +1,298 @@
-//! The binder trait: the extension point a broker crate implements.
+//! The binder contract: what a broker crate implements to plug into the runtime.
 //!
-//! A binder connects bindings to a broker. The runtime drives it in two separate steps:
-//! [`Provisioner`] creates the broker's topology (exchanges, queues, topics) and names the
-//! destination; then [`Binder::bind_consumer`] / [`Binder::bind_producer`] start moving messages.
-//! The runtime owns conversion, partition selection, retry and error channels; the binder owns
-//! the wire (mapping headers, settling deliveries) and its recovery after retries are exhausted
-//! ([`Disposition::Recover`]).
+//! **The core decides, the binder executes.** The runtime owns the semantics: conversion,
+//! partition selection, retry, error channels, the settlement of every delivery (acknowledge
+//! mode × outcome × where failures go, see [`Settlement`] and [`Recovery`]), the binding
+//! lifecycle (auto-startup, pause/resume, in-flight deliveries settled before `stop` returns,
+//! truthful state, supervision of the binder's tasks), late binding and anonymous group names.
+//! A binder owns only the wire: it connects, provisions, maps headers, fetches deliveries and
+//! settles each one as told.
 //!
-//! Everything the in-memory binder does goes through this public API, so a third-party binder
-//! crate can do all it does.
+//! **Typed inside, erased once.** A binder names its parts as associated types: its extended
+//! consumer/producer properties (bound and validated once by the runtime and handed over typed
+//! in a [`ConsumerSpec`] / [`ProducerSpec`]), what provisioning produced, its raw broker message,
+//! its consumer, producer and pollable source. One adapter in this crate erases them for the
+//! runtime; binder code never downcasts and never looks a property up by binding name.
+//!
+//! The shapes, in the order the runtime uses them:
+//!
+//! 1. [`BinderFactory::create`] makes a [`Binder`] from its binder-level properties.
+//! 2. [`Binder::provision_consumer`] / [`Binder::provision_producer`] create the topology.
+//! 3. [`Binder::bind_consumer`] makes a [`Consumer`]; the runtime wraps it in a binding and calls
+//!    [`Consumer::start`] with a [`Sink`]: the binder fetches and calls [`Sink::dispatch`] per
+//!    delivery; the runtime processes it and calls back [`Settle::settle`] (and
+//!    [`Settle::dead_letter`] when the binding's [`Recovery`] publishes failures).
+//! 4. [`Binder::bind_producer`] makes a [`Producer`]; the runtime calls [`Producer::send`] with
+//!    an [`Outbound`] (converted, internal headers removed, partition selected).
+//! 5. [`Binder::bind_pollable`] makes a [`Pollable`] that the runtime polls.
+//!
+//! The in-memory binder ([`crate::memory`]) is written against this public API only, so a
+//! third-party binder crate can do everything it does; `docs/add-a-binder.md` walks through one,
+//! and the conformance kit (`stream_core::conformance`, feature `conformance`) proves it.
 
 mod capability;
-mod handler;
+mod delivery;
+pub(crate) mod erased;
+mod inflight;
+pub(crate) mod lifecycle;
 mod registry;
-mod request;
+mod sink;
+mod spec;
 
-use std::sync::Arc;
+use std::future::Future;
 
-use async_trait::async_trait;
-use bytes::Bytes;
+use stream_config::{AckMode, Environment, Properties};
 
 use crate::error::BinderError;
-use crate::message::Message;
 
+pub use crate::process::{DeadLetter, DeadLetterRoute, FailedMessage, Recovery, Settlement};
 pub use capability::{Capabilities, Capability};
-pub use handler::{Delivery, Disposition, FailedMessage, InboundHandler};
-pub use registry::{BinderContext, BinderFactory, BinderRegistry};
-pub use request::{ConsumerDestination, ConsumerRequest, ProducerDestination, ProducerRequest};
+pub use delivery::{Body, Delivery};
+pub use erased::AnyBinderFactory;
+pub use inflight::{InFlight, InFlightGuard, OwnedInFlightGuard};
+pub use lifecycle::{Binding, BindingState, BindingStatus};
+pub use registry::BinderRegistry;
+pub use sink::{Sink, SourceStatus};
+pub use spec::{AnonymousName, ConsumerSpec, Group, Outbound, ProducerSpec};
 
-/// Lifecycle state of a binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a binder is created with.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
-pub enum BindingState {
-    /// Bound and moving messages.
-    Running,
-    /// Temporarily not consuming; resumable.
-    Paused,
-    /// Stopped; may be started again.
-    Stopped,
+pub struct BinderContext<P> {
+    /// The binder configuration's name (`spring.cloud.stream.binders.<name>`), or the type name
+    /// for the implicit default binder.
+    pub name: String,
+    /// The binder's environment: the application's, overlaid by
+    /// `spring.cloud.stream.binders.<name>.environment.*` (or only that, when
+    /// `inherit-environment` is false). Binders read their top-level connection keys from it
+    /// (`spring.rabbitmq.*`).
+    pub environment: Environment,
+    /// The binder-level extended properties, `spring.cloud.stream.<type>.binder.*`, bound and
+    /// validated.
+    pub properties: P,
 }
 
-/// A consumer or producer endpoint created by a binder.
-///
-/// `stop` stops taking new deliveries and returns once every delivery already handed to the
-/// [`InboundHandler`] has been settled on the broker. The runtime bounds it with the
-/// application's shutdown timeout.
-#[async_trait]
-pub trait Binding: Send + Sync + 'static {
-    /// Binding name (e.g. `uppercase-in-0`).
-    fn name(&self) -> &str;
-    /// Current state.
-    fn state(&self) -> BindingState;
-    /// Starts (or restarts) the binding.
-    async fn start(&self) -> Result<(), BinderError>;
-    /// Stops consuming; in-flight deliveries are settled before this returns.
-    async fn stop(&self) -> Result<(), BinderError>;
-    /// Pauses consumption without releasing the binding.
-    async fn pause(&self) -> Result<(), BinderError>;
-    /// Resumes a paused binding.
-    async fn resume(&self) -> Result<(), BinderError>;
+impl<P> BinderContext<P> {
+    /// A context.
+    pub fn new(name: impl Into<String>, environment: Environment, properties: P) -> Self {
+        Self {
+            name: name.into(),
+            environment,
+            properties,
+        }
+    }
 }
 
-/// The sending side of a producer binding. Messages arrive converted to bytes, with
-/// `scst_partition` set when the producer is partitioned.
-#[async_trait]
-pub trait Producer: Send + Sync + 'static {
-    /// Sends one message; returns when the binder considers it sent (confirmed, when the binder
-    /// and its configuration confirm).
-    async fn send(&self, message: Message<Bytes>) -> Result<(), BinderError>;
-    /// Sends anything buffered (batches). Binders without buffering return at once.
-    async fn flush(&self) -> Result<(), BinderError>;
-    /// Flushes and releases the producer's resources.
-    async fn close(&self) -> Result<(), BinderError>;
-}
+/// Creates binders of one type. A binder crate exports one; the application registers it with
+/// `StreamApp::builder().binder(factory)`.
+pub trait BinderFactory: Send + Sync + 'static {
+    /// The binder it creates.
+    type Binder: Binder;
+    /// Binder-level extended properties (`spring.cloud.stream.<type>.binder.*`).
+    type Properties: Properties;
 
-/// A consumer the application polls instead of being pushed to
-/// (`spring.cloud.stream.pollable-source`).
-#[async_trait]
-pub trait PollableSource: Send + Sync + 'static {
-    /// Fetches at most one message and hands it to `handler`, then settles it according to the
-    /// disposition. Returns `false` when no message was available.
-    async fn poll(&self, handler: &dyn InboundHandler) -> Result<bool, BinderError>;
-    /// Releases the source.
-    async fn close(&self) -> Result<(), BinderError>;
-}
-
-/// Creates a broker's topology for bindings (exchanges, queues, topics, DLQs).
-#[async_trait]
-pub trait Provisioner: Send + Sync + 'static {
-    /// Declares what a producer needs (and its `required-groups`) and names the destination.
-    async fn provision_producer(
-        &self,
-        request: &ProducerRequest,
-    ) -> Result<ProducerDestination, BinderError>;
-    /// Declares what a consumer needs (queue, bindings, DLQ) and names what it consumes from.
-    async fn provision_consumer(
-        &self,
-        request: &ConsumerRequest,
-    ) -> Result<ConsumerDestination, BinderError>;
-}
-
-/// A connection to one broker, able to bind consumers and producers.
-///
-/// Implementations declare what they support in [`Binder::capabilities`]; the runtime checks a
-/// binding's needs against it at bind time and fails with [`BinderError::Unsupported`] naming the
-/// binding and the feature, so nothing fails later per message.
-#[async_trait]
-pub trait Binder: Send + Sync + 'static {
-    /// The binder's type name (`rabbit`, `rocketmq`, `memory`), as used in
+    /// The type name (`rabbit`, `rocketmq`, `memory`), the value of
     /// `spring.cloud.stream.binders.<name>.type`.
-    fn binder_type(&self) -> &str;
+    fn binder_type(&self) -> &'static str;
+
+    /// Creates (and connects, or prepares to connect) a binder. A broker that cannot be reached
+    /// yet is not an error here: binders connect lazily and report it when binding (late
+    /// binding).
+    fn create(
+        &self,
+        context: BinderContext<Self::Properties>,
+    ) -> impl Future<Output = Result<Self::Binder, BinderError>> + Send;
+}
+
+/// A connection to one broker: provisions topology and binds consumers, producers and
+/// pollable sources.
+///
+/// A binding's needs are checked against [`Binder::capabilities`] at bind time (partitioning,
+/// groups, acknowledge modes, batch mode, required groups, pollable consumers), so nothing
+/// unsupported fails later per message. Errors that may pass (the broker is unreachable) are
+/// [temporary](BinderError::is_temporary): the runtime retries them every
+/// `spring.cloud.stream.binding-retry-interval` (late binding).
+pub trait Binder: Send + Sync + Sized + 'static {
+    /// Extended consumer properties
+    /// (`spring.cloud.stream.<type>.{default,bindings.<name>}.consumer.*`).
+    type ConsumerProperties: Properties;
+    /// Extended producer properties.
+    type ProducerProperties: Properties;
+    /// What provisioning a consumer produced (queue names, DLQ, ...), handed to
+    /// [`Binder::bind_consumer`] / [`Binder::bind_pollable`].
+    type ConsumerDestination: Send + Sync + 'static;
+    /// What provisioning a producer produced, handed to [`Binder::bind_producer`].
+    type ProducerDestination: Send + Sync + 'static;
+    /// The consumer of a push binding.
+    type Consumer: Consumer;
+    /// The producer of an output binding.
+    type Producer: Producer;
+    /// The source of a pollable binding; [`Unsupported`] when the binder has no
+    /// [`Capability::PollableConsumer`].
+    type Pollable: Pollable;
 
     /// What the binder supports.
     fn capabilities(&self) -> Capabilities;
 
-    /// The binder's provisioner.
-    fn provisioner(&self) -> &dyn Provisioner;
-
-    /// Starts consuming from a provisioned destination, handing each delivery to `handler`.
-    async fn bind_consumer(
-        &self,
-        request: ConsumerRequest,
-        destination: ConsumerDestination,
-        handler: Arc<dyn InboundHandler>,
-    ) -> Result<Box<dyn Binding>, BinderError>;
-
-    /// Creates a producer for a provisioned destination.
-    async fn bind_producer(
-        &self,
-        request: ProducerRequest,
-        destination: ProducerDestination,
-    ) -> Result<Arc<dyn Producer>, BinderError>;
-
-    /// Creates a pollable consumer. Binders without [`Capability::PollableConsumer`] return
-    /// [`BinderError::Unsupported`].
-    async fn bind_pollable(
-        &self,
-        request: ConsumerRequest,
-        destination: ConsumerDestination,
-    ) -> Result<Box<dyn PollableSource>, BinderError> {
-        let _ = destination;
-        Err(BinderError::Unsupported {
-            binder: self.binder_type().to_owned(),
-            binding: request.binding_name,
-            feature: "pollable consumers".to_owned(),
-        })
+    /// The acknowledge mode the binder's own properties ask for (RabbitMQ's
+    /// `spring.cloud.stream.rabbit.bindings.<name>.consumer.acknowledge-mode`), used when the
+    /// common key `spring.cloud.stream.bindings.<name>.consumer.acknowledge-mode` is not set.
+    fn acknowledge_mode(&self, extension: &Self::ConsumerProperties) -> Option<AckMode> {
+        let _ = extension;
+        None
     }
 
+    /// Declares what a consumer needs (queue, bindings, DLQ, topic).
+    fn provision_consumer(
+        &self,
+        spec: &ConsumerSpec<Self::ConsumerProperties>,
+    ) -> impl Future<Output = Result<Self::ConsumerDestination, BinderError>> + Send;
+
+    /// Declares what a producer needs (exchange, topic, the queues of `required-groups`).
+    fn provision_producer(
+        &self,
+        spec: &ProducerSpec<Self::ProducerProperties>,
+    ) -> impl Future<Output = Result<Self::ProducerDestination, BinderError>> + Send;
+
+    /// Makes the consumer of a provisioned destination. It fetches nothing until the runtime
+    /// calls [`Consumer::start`].
+    fn bind_consumer(
+        &self,
+        spec: &ConsumerSpec<Self::ConsumerProperties>,
+        destination: &Self::ConsumerDestination,
+    ) -> impl Future<Output = Result<Self::Consumer, BinderError>> + Send;
+
+    /// Makes the producer of a provisioned destination.
+    fn bind_producer(
+        &self,
+        spec: &ProducerSpec<Self::ProducerProperties>,
+        destination: &Self::ProducerDestination,
+    ) -> impl Future<Output = Result<Self::Producer, BinderError>> + Send;
+
+    /// Makes a pollable source. Binders without [`Capability::PollableConsumer`] return
+    /// [`BinderError::unsupported`] (the runtime does not call it for them).
+    fn bind_pollable(
+        &self,
+        spec: &ConsumerSpec<Self::ConsumerProperties>,
+        destination: &Self::ConsumerDestination,
+    ) -> impl Future<Output = Result<Self::Pollable, BinderError>> + Send;
+
     /// Closes connections. Called once, after every binding has stopped.
-    async fn close(&self) -> Result<(), BinderError>;
+    fn close(&self) -> impl Future<Output = Result<(), BinderError>> + Send;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Settles deliveries on the broker as the runtime decided: the part of the contract shared by
+/// [`Consumer`] and [`Pollable`].
+pub trait Settle: Send + Sync + 'static {
+    /// The broker's raw message: what settling needs (a delivery tag, a reply channel) and what
+    /// error handlers receive (`ErrorMessage::raw`).
+    type Raw: Send + Sync + 'static;
 
-    #[test]
-    fn binder_traits_stay_object_safe() {
-        fn takes(
-            _: Option<Arc<dyn Binder>>,
-            _: Option<Box<dyn Binding>>,
-            _: Option<Arc<dyn Producer>>,
-            _: Option<Box<dyn PollableSource>>,
-            _: Option<Arc<dyn InboundHandler>>,
-            _: Option<Arc<dyn BinderFactory>>,
-        ) {
-        }
-        takes(None, None, None, None, None, None);
+    /// Where this binding's failed messages go, from its properties; asked once when the
+    /// consumer starts.
+    fn recovery(&self) -> Recovery;
+
+    /// Acknowledges, requeues or rejects one delivery. Never called in `acknowledge-mode:
+    /// NONE` (the broker settled on delivery).
+    fn settle(
+        &self,
+        raw: &Self::Raw,
+        settlement: Settlement,
+    ) -> impl Future<Output = Result<(), BinderError>> + Send;
+
+    /// Publishes a failed message to the binding's dead-letter destination, with the failure
+    /// headers of [`DeadLetter`] (and the binder's own, such as the original exchange). Called
+    /// only when the [`Recovery`] says [`DeadLetterRoute::Publish`]; the runtime settles the
+    /// delivery afterwards, or falls back to a settlement that loses nothing if this fails.
+    fn dead_letter(
+        &self,
+        raw: &Self::Raw,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), BinderError>> + Send;
+}
+
+/// The consumer of a push binding: fetches deliveries and hands them to the runtime.
+///
+/// The runtime owns the lifecycle: it calls `start` (at bind time unless `auto-startup` is
+/// false, on restart and after a supervised task ended unexpectedly), `stop`, `pause` and
+/// `resume`, and keeps the state. A consumer only moves messages:
+/// * `start` begins fetching (tasks spawned with [`Sink::spawn`], so the runtime notices when
+///   one ends), each delivery passed to [`Sink::dispatch`] (up to the binding's concurrency at
+///   a time); it reports connection losses and recoveries with [`Sink::report`];
+/// * `stop` stops fetching and returns when its tasks ended; the runtime waits for deliveries
+///   still being processed and settles them, bounded by the shutdown timeout. A delivery
+///   dispatched after `stop` began is handed back by the runtime ([`Settlement::Requeue`]).
+pub trait Consumer: Settle + Sized {
+    /// Starts fetching into `sink`; returns once consuming has started (or failed).
+    fn start(&self, sink: Sink<Self>) -> impl Future<Output = Result<(), BinderError>> + Send;
+
+    /// Stops fetching; returns when the fetch tasks ended.
+    fn stop(&self) -> impl Future<Output = Result<(), BinderError>> + Send;
+
+    /// Asks the broker to stop sending for a while. The runtime holds what still arrives
+    /// until `resume` either way; the default does nothing more.
+    fn pause(&self) -> impl Future<Output = Result<(), BinderError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Undoes [`Consumer::pause`].
+    fn resume(&self) -> impl Future<Output = Result<(), BinderError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The source of a pollable binding (`spring.cloud.stream.pollable-source`).
+pub trait Pollable: Settle {
+    /// Fetches at most one delivery (`None`: nothing waiting).
+    fn fetch(
+        &self,
+    ) -> impl Future<Output = Result<Option<Delivery<Self::Raw>>, BinderError>> + Send;
+
+    /// Releases the source.
+    fn close(&self) -> impl Future<Output = Result<(), BinderError>> + Send;
+}
+
+/// The sending side of an output binding.
+pub trait Producer: Send + Sync + 'static {
+    /// Sends one message; returns when the binder considers it sent (confirmed by the broker,
+    /// when the binder and its configuration confirm).
+    fn send(&self, outbound: Outbound) -> impl Future<Output = Result<(), BinderError>> + Send;
+
+    /// Sends anything buffered (batches). Binders without buffering return at once.
+    fn flush(&self) -> impl Future<Output = Result<(), BinderError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Flushes and releases the producer's resources.
+    fn close(&self) -> impl Future<Output = Result<(), BinderError>> + Send;
+}
+
+/// The [`Binder::Pollable`] of a binder without pollable consumers: it cannot be made.
+#[derive(Debug)]
+pub enum Unsupported {}
+
+impl Settle for Unsupported {
+    type Raw = ();
+
+    fn recovery(&self) -> Recovery {
+        match *self {}
+    }
+
+    async fn settle(&self, _raw: &(), _settlement: Settlement) -> Result<(), BinderError> {
+        match *self {}
+    }
+
+    async fn dead_letter(&self, _raw: &(), _letter: &DeadLetter) -> Result<(), BinderError> {
+        match *self {}
+    }
+}
+
+impl Pollable for Unsupported {
+    async fn fetch(&self) -> Result<Option<Delivery<()>>, BinderError> {
+        match *self {}
+    }
+
+    async fn close(&self) -> Result<(), BinderError> {
+        match *self {}
     }
 }

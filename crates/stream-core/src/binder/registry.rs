@@ -1,49 +1,12 @@
-//! Binder factories keyed by type name, and the per-binder context they are created with.
+//! Binder factories keyed by type name.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use stream_config::{Environment, ExtensionSchema};
+use stream_config::ExtensionSchema;
 
-use super::Binder;
-use crate::error::BinderError;
-
-/// What a binder is created with.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct BinderContext {
-    /// The binder configuration's name (`spring.cloud.stream.binders.<name>`), or the type name
-    /// for the implicit default binder.
-    pub name: String,
-    /// The binder's environment: the application's, overlaid by
-    /// `spring.cloud.stream.binders.<name>.environment.*` (or only that, when
-    /// `inherit-environment` is false).
-    pub environment: Environment,
-}
-
-impl BinderContext {
-    /// A context.
-    pub fn new(name: impl Into<String>, environment: Environment) -> Self {
-        Self {
-            name: name.into(),
-            environment,
-        }
-    }
-}
-
-/// Creates binders of one type. A binder crate exports one and the application registers it.
-#[async_trait]
-pub trait BinderFactory: Send + Sync + 'static {
-    /// The type name (`rabbit`, `rocketmq`, `memory`).
-    fn binder_type(&self) -> &'static str;
-    /// The binder's extended property types, so `spring.cloud.stream.<type>.*` keys are
-    /// validated and bound.
-    fn extension_schema(&self) -> Option<ExtensionSchema>;
-    /// Creates (and connects) a binder.
-    async fn create(&self, context: BinderContext) -> Result<Arc<dyn Binder>, BinderError>;
-}
+use super::BinderFactory;
+use super::erased::AnyBinderFactory;
 
 /// Binder factories keyed by type name.
 ///
@@ -57,7 +20,7 @@ pub trait BinderFactory: Send + Sync + 'static {
 /// ```
 #[derive(Clone, Default)]
 pub struct BinderRegistry {
-    factories: BTreeMap<&'static str, Arc<dyn BinderFactory>>,
+    factories: BTreeMap<&'static str, AnyBinderFactory>,
 }
 
 impl BinderRegistry {
@@ -68,19 +31,17 @@ impl BinderRegistry {
 
     /// Registers a factory under its type name (replacing one of the same type).
     pub fn register(&mut self, factory: impl BinderFactory) -> &mut Self {
-        self.factories
-            .insert(factory.binder_type(), Arc::new(factory));
-        self
+        self.register_any(AnyBinderFactory::new(factory))
     }
 
-    /// Registers a shared factory.
-    pub fn register_arc(&mut self, factory: Arc<dyn BinderFactory>) -> &mut Self {
+    /// Registers an erased (shared) factory.
+    pub fn register_any(&mut self, factory: AnyBinderFactory) -> &mut Self {
         self.factories.insert(factory.binder_type(), factory);
         self
     }
 
     /// The factory for a type name.
-    pub fn get(&self, binder_type: &str) -> Option<&Arc<dyn BinderFactory>> {
+    pub fn get(&self, binder_type: &str) -> Option<&AnyBinderFactory> {
         self.factories.get(binder_type)
     }
 
@@ -93,7 +54,7 @@ impl BinderRegistry {
     pub fn extension_schemas(&self) -> Vec<ExtensionSchema> {
         self.factories
             .values()
-            .filter_map(|f| f.extension_schema())
+            .map(AnyBinderFactory::extension_schema)
             .collect()
     }
 }

@@ -3,25 +3,22 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use stream_config::{Environment, ExtensionSchema};
-
-use super::properties::{
-    MemoryBinderProperties, MemoryConsumerProperties, MemoryProducerProperties,
-};
-use tokio::sync::watch;
+use stream_config::AckMode;
 use tokio::task::JoinHandle;
 
 use super::broker::{InMemoryBroker, queue_name};
+use super::properties::{
+    MemoryBinderProperties, MemoryConsumerProperties, MemoryProducerProperties,
+};
 use super::queue::Queue;
 use crate::binder::{
-    Binder, BinderContext, BinderFactory, Binding, BindingState, Capabilities, Capability,
-    ConsumerDestination, ConsumerRequest, Delivery, Disposition, InboundHandler, PollableSource,
-    Producer, ProducerDestination, ProducerRequest, Provisioner,
+    Binder, BinderContext, BinderFactory, Capabilities, Capability, Consumer, ConsumerSpec,
+    DeadLetter, DeadLetterRoute, Delivery, Group, Outbound, Pollable, Producer, ProducerSpec,
+    Recovery, Settle, Settlement, Sink, SourceStatus,
 };
 use crate::error::BinderError;
-use crate::message::{AckMode, Acknowledger, Acknowledgment, Message};
+use crate::message::{Message, names};
 
 /// Type name of the in-memory binder.
 pub const MEMORY_BINDER_TYPE: &str = "memory";
@@ -29,9 +26,9 @@ pub const MEMORY_BINDER_TYPE: &str = "memory";
 /// Header carrying the destination a dead-lettered message was consumed from.
 pub const ORIGINAL_DESTINATION_HEADER: &str = "x-original-destination";
 /// Header carrying the failure's root-cause message on a dead-lettered message.
-pub const EXCEPTION_MESSAGE_HEADER: &str = "x-exception-message";
+pub const EXCEPTION_MESSAGE_HEADER: &str = names::EXCEPTION_MESSAGE;
 /// Header carrying the failure's cause chain on a dead-lettered message.
-pub const EXCEPTION_STACKTRACE_HEADER: &str = "x-exception-stacktrace";
+pub const EXCEPTION_STACKTRACE_HEADER: &str = names::EXCEPTION_STACKTRACE;
 
 /// Creates [`InMemoryBinder`]s over one shared [`InMemoryBroker`].
 ///
@@ -59,25 +56,19 @@ impl InMemoryBinderFactory {
     }
 }
 
-#[async_trait]
 impl BinderFactory for InMemoryBinderFactory {
+    type Binder = InMemoryBinder;
+    type Properties = MemoryBinderProperties;
+
     fn binder_type(&self) -> &'static str {
         MEMORY_BINDER_TYPE
     }
 
-    fn extension_schema(&self) -> Option<ExtensionSchema> {
-        Some(ExtensionSchema::new::<
-            MemoryBinderProperties,
-            MemoryConsumerProperties,
-            MemoryProducerProperties,
-        >(MEMORY_BINDER_TYPE))
-    }
-
-    async fn create(&self, context: BinderContext) -> Result<Arc<dyn Binder>, BinderError> {
-        Ok(Arc::new(InMemoryBinder {
-            broker: self.broker.clone(),
-            environment: context.environment,
-        }))
+    async fn create(
+        &self,
+        _context: BinderContext<MemoryBinderProperties>,
+    ) -> Result<InMemoryBinder, BinderError> {
+        Ok(InMemoryBinder::new(self.broker.clone()))
     }
 }
 
@@ -85,41 +76,39 @@ impl BinderFactory for InMemoryBinderFactory {
 #[derive(Clone, Debug)]
 pub struct InMemoryBinder {
     broker: InMemoryBroker,
-    environment: Environment,
 }
 
 impl InMemoryBinder {
-    /// A binder over `broker`, reading its extended properties from `environment`.
-    pub fn new(broker: InMemoryBroker, environment: Environment) -> Self {
-        Self {
-            broker,
-            environment,
-        }
+    /// A binder over `broker`.
+    pub fn new(broker: InMemoryBroker) -> Self {
+        Self { broker }
     }
 
-    fn consumer_properties(
-        &self,
-        request: &ConsumerRequest,
-    ) -> Result<MemoryConsumerProperties, BinderError> {
-        self.environment
-            .extended_consumer::<MemoryConsumerProperties>(
-                MEMORY_BINDER_TYPE,
-                &request.binding_name,
-            )
-            .map_err(|e| BinderError::InvalidProperty {
-                key: format!(
-                    "spring.cloud.stream.memory.bindings.{}.consumer",
-                    request.binding_name
-                ),
-                reason: e.to_string(),
-            })
+    /// A temporary connection error while the broker is cut off.
+    fn reachable(&self) -> Result<(), BinderError> {
+        reachable(&self.broker)
+    }
+}
+
+fn reachable(broker: &InMemoryBroker) -> Result<(), BinderError> {
+    if broker.is_available() {
+        Ok(())
+    } else {
+        Err(BinderError::connection(
+            "the in-memory broker",
+            "it is cut off (InMemoryBroker::cut)",
+        ))
     }
 }
 
 /// What provisioning a consumer produced: its queues and dead-letter destination.
 #[derive(Debug)]
-struct Provisioned {
-    queues: Vec<Arc<Queue>>,
+pub struct MemoryDestination {
+    destination: String,
+    /// Queue names and partitions, declared again on every start (anonymous queues are
+    /// removed when their consumer stops).
+    queues: Vec<(String, Option<u32>)>,
+    anonymous: bool,
     dead_letter: Option<String>,
 }
 
@@ -128,94 +117,14 @@ pub fn dead_letter_destination(destination: &str, group: &str) -> String {
     format!("{destination}.{group}.dlq")
 }
 
-#[async_trait]
-impl Provisioner for InMemoryBinder {
-    async fn provision_producer(
-        &self,
-        request: &ProducerRequest,
-    ) -> Result<ProducerDestination, BinderError> {
-        let count = request.properties.partition_count;
-        for group in &request.properties.required_groups {
-            if request.properties.is_partitioned() {
-                for p in 0..count {
-                    let name = queue_name(&request.destination, group, Some(p));
-                    self.broker
-                        .declare(&request.destination, name, Some(p), false);
-                }
-            } else {
-                let name = queue_name(&request.destination, group, None);
-                self.broker.declare(&request.destination, name, None, false);
-            }
-        }
-        Ok(ProducerDestination::new(request.destination.clone()))
-    }
-
-    async fn provision_consumer(
-        &self,
-        request: &ConsumerRequest,
-    ) -> Result<ConsumerDestination, BinderError> {
-        let dest = &request.destination;
-        let (group, anonymous) = match &request.group {
-            Some(g) => (g.clone(), false),
-            None => (format!("anonymous.{}", anonymous_suffix()), true),
-        };
-        let partitions: Vec<Option<u32>> = if request.properties.partitioned {
-            let list = &request.properties.instance_index_list;
-            if list.is_empty() {
-                vec![Some(request.instance_index)]
-            } else {
-                list.iter().map(|&i| Some(i)).collect()
-            }
-        } else {
-            vec![None]
-        };
-        let queues: Vec<Arc<Queue>> = partitions
-            .into_iter()
-            .map(|p| {
-                self.broker
-                    .declare(dest, queue_name(dest, &group, p), p, anonymous)
-            })
-            .collect();
-        let dead_letter = (!anonymous).then(|| dead_letter_destination(dest, &group));
-        if let Some(dlq) = &dead_letter {
-            self.broker.capture(dlq);
-        }
-        let name = queues
-            .iter()
-            .map(|q| q.name.clone())
-            .collect::<Vec<_>>()
-            .join(",");
-        Ok(ConsumerDestination {
-            name,
-            extra: Some(Arc::new(Provisioned {
-                queues,
-                dead_letter,
-            })),
-        })
-    }
-}
-
-fn anonymous_suffix() -> String {
-    use base64::Engine;
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn provisioned(destination: &ConsumerDestination) -> Result<&Provisioned, BinderError> {
-    destination
-        .extra::<Provisioned>()
-        .ok_or_else(|| BinderError::Provisioning {
-            destination: destination.name.clone(),
-            reason: "not provisioned by the in-memory binder".to_owned(),
-            source: None,
-        })
-}
-
-#[async_trait]
 impl Binder for InMemoryBinder {
-    fn binder_type(&self) -> &str {
-        MEMORY_BINDER_TYPE
-    }
+    type ConsumerProperties = MemoryConsumerProperties;
+    type ProducerProperties = MemoryProducerProperties;
+    type ConsumerDestination = MemoryDestination;
+    type ProducerDestination = String;
+    type Consumer = MemoryConsumer;
+    type Producer = MemoryProducer;
+    type Pollable = MemoryPollable;
 
     fn capabilities(&self) -> Capabilities {
         [
@@ -227,81 +136,118 @@ impl Binder for InMemoryBinder {
             Capability::DeadLetter,
             Capability::RequiredGroups,
             Capability::BatchConsumer,
+            Capability::TypedHeaders,
         ]
         .into_iter()
         .collect()
     }
 
-    fn provisioner(&self) -> &dyn Provisioner {
-        self
+    fn acknowledge_mode(&self, extension: &MemoryConsumerProperties) -> Option<AckMode> {
+        Some(extension.acknowledge_mode)
+    }
+
+    async fn provision_consumer(
+        &self,
+        spec: &ConsumerSpec<MemoryConsumerProperties>,
+    ) -> Result<MemoryDestination, BinderError> {
+        self.reachable()?;
+        let dest = &*spec.destination;
+        let (group, anonymous) = match &spec.group {
+            Group::Named(g) => (g.to_string(), false),
+            Group::Anonymous(a) => (a.with_prefix("anonymous."), true),
+        };
+        let partitions: Vec<Option<u32>> = if spec.partitions.is_empty() {
+            vec![None]
+        } else {
+            spec.partitions.iter().map(|&p| Some(p)).collect()
+        };
+        let queues: Vec<(String, Option<u32>)> = partitions
+            .into_iter()
+            .map(|p| (queue_name(dest, &group, p), p))
+            .collect();
+        for (name, p) in &queues {
+            self.broker.declare(dest, name.clone(), *p);
+        }
+        let dead_letter = (!anonymous).then(|| dead_letter_destination(dest, &group));
+        if let Some(dlq) = &dead_letter {
+            self.broker.capture(dlq);
+        }
+        Ok(MemoryDestination {
+            destination: dest.to_owned(),
+            queues,
+            anonymous,
+            dead_letter,
+        })
+    }
+
+    async fn provision_producer(
+        &self,
+        spec: &ProducerSpec<MemoryProducerProperties>,
+    ) -> Result<String, BinderError> {
+        self.reachable()?;
+        let dest = &*spec.destination;
+        for group in &spec.common.required_groups {
+            match spec.partition_count {
+                Some(count) => {
+                    for p in 0..count {
+                        self.broker
+                            .declare(dest, queue_name(dest, group, Some(p)), Some(p));
+                    }
+                }
+                None => {
+                    self.broker
+                        .declare(dest, queue_name(dest, group, None), None);
+                }
+            }
+        }
+        Ok(dest.to_owned())
     }
 
     async fn bind_consumer(
         &self,
-        request: ConsumerRequest,
-        destination: ConsumerDestination,
-        handler: Arc<dyn InboundHandler>,
-    ) -> Result<Box<dyn Binding>, BinderError> {
-        let p = provisioned(&destination)?;
-        let ext = self.consumer_properties(&request)?;
-        let ack_mode = ext.acknowledge_mode;
-        let batch_size = request
-            .properties
-            .batch_mode
-            .then_some(ext.batch_size.max(1) as usize);
-        let consumer = Arc::new(Settler {
-            broker: self.broker.clone(),
-            destination: request.destination.clone(),
-            dead_letter: p.dead_letter.clone(),
-            ack_mode,
-        });
-        let (run, _) = watch::channel(false);
-        let binding = MemoryConsumerBinding {
-            name: request.binding_name.clone(),
-            queues: p.queues.clone(),
-            concurrency: request.properties.concurrency.max(1),
-            batch_size,
-            handler,
-            settler: consumer,
-            broker: self.broker.clone(),
-            destination: request.destination.clone(),
-            run,
-            state: Mutex::new(BindingState::Stopped),
-            workers: tokio::sync::Mutex::new(Vec::new()),
-        };
-        if request.properties.auto_startup {
-            binding.start().await?;
-        }
-        Ok(Box::new(binding))
+        spec: &ConsumerSpec<MemoryConsumerProperties>,
+        destination: &MemoryDestination,
+    ) -> Result<MemoryConsumer, BinderError> {
+        self.reachable()?;
+        Ok(MemoryConsumer {
+            settler: self.settler(destination),
+            queues: destination.queues.clone(),
+            anonymous: destination.anonymous,
+            concurrency: spec.common.concurrency.max(1),
+            batch_size: spec
+                .common
+                .batch_mode
+                .then_some(spec.extension.batch_size.max(1) as usize),
+            tasks: Mutex::new(Vec::new()),
+        })
     }
 
     async fn bind_producer(
         &self,
-        request: ProducerRequest,
-        destination: ProducerDestination,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let _ = request;
-        Ok(Arc::new(MemoryProducer {
+        _spec: &ProducerSpec<MemoryProducerProperties>,
+        destination: &String,
+    ) -> Result<MemoryProducer, BinderError> {
+        Ok(MemoryProducer {
             broker: self.broker.clone(),
-            destination: destination.name,
-        }))
+            destination: destination.clone(),
+        })
     }
 
     async fn bind_pollable(
         &self,
-        request: ConsumerRequest,
-        destination: ConsumerDestination,
-    ) -> Result<Box<dyn PollableSource>, BinderError> {
-        let p = provisioned(&destination)?;
-        Ok(Box::new(MemoryPollable {
-            queues: p.queues.clone(),
-            settler: Arc::new(Settler {
-                broker: self.broker.clone(),
-                destination: request.destination.clone(),
-                dead_letter: p.dead_letter.clone(),
-                ack_mode: self.consumer_properties(&request)?.acknowledge_mode,
-            }),
-        }))
+        _spec: &ConsumerSpec<MemoryConsumerProperties>,
+        destination: &MemoryDestination,
+    ) -> Result<MemoryPollable, BinderError> {
+        let settler = self.settler(destination);
+        let queues = destination
+            .queues
+            .iter()
+            .map(|(name, p)| {
+                self.broker
+                    .declare(&destination.destination, name.clone(), *p)
+            })
+            .collect();
+        Ok(MemoryPollable { settler, queues })
     }
 
     async fn close(&self) -> Result<(), BinderError> {
@@ -309,237 +255,216 @@ impl Binder for InMemoryBinder {
     }
 }
 
-/// Settles deliveries of one consumer binding.
-#[derive(Debug)]
-struct Settler {
-    broker: InMemoryBroker,
-    destination: String,
-    dead_letter: Option<String>,
-    ack_mode: AckMode,
+impl InMemoryBinder {
+    fn settler(&self, destination: &MemoryDestination) -> Settler {
+        Settler {
+            broker: self.broker.clone(),
+            destination: destination.destination.clone(),
+            dead_letter: destination.dead_letter.clone(),
+        }
+    }
 }
 
-struct QueueAck {
+/// The in-memory broker's message: its queue, and the message as it was there.
+#[derive(Debug)]
+pub struct MemoryRaw {
     queue: Arc<Queue>,
     message: Message<Bytes>,
 }
 
-#[async_trait]
-impl Acknowledger for QueueAck {
-    async fn ack(&self) -> Result<(), BinderError> {
-        Ok(())
+impl MemoryRaw {
+    /// The message as it was in the queue.
+    pub fn message(&self) -> &Message<Bytes> {
+        &self.message
     }
 
-    async fn reject(&self, requeue: bool) -> Result<(), BinderError> {
-        if requeue {
-            self.queue.push_front(self.message.clone());
-        }
-        Ok(())
+    /// The queue it was consumed from.
+    pub fn queue(&self) -> &str {
+        &self.queue.name
     }
+}
+
+/// Settles deliveries of one consumer binding.
+#[derive(Clone, Debug)]
+struct Settler {
+    broker: InMemoryBroker,
+    destination: String,
+    dead_letter: Option<String>,
 }
 
 impl Settler {
-    /// The delivery for a message, plus what settling it needs: the original and the manual
-    /// acknowledgment handle.
-    fn prepare(
-        &self,
-        queue: &Arc<Queue>,
-        mut message: Message<Bytes>,
-    ) -> (Delivery, Message<Bytes>, Option<Acknowledgment>) {
-        let original = message.clone();
-        let ack = (self.ack_mode == AckMode::Manual).then(|| {
-            Acknowledgment::new(Arc::new(QueueAck {
-                queue: Arc::clone(queue),
-                message: original.clone(),
-            }))
-        });
-        message.set_acknowledgment(ack.clone());
-        (Delivery::new(message), original, ack)
-    }
-
-    async fn deliver(
-        &self,
-        queue: &Arc<Queue>,
-        handler: &dyn InboundHandler,
-        message: Message<Bytes>,
-    ) {
-        let (delivery, original, ack) = self.prepare(queue, message);
-        let disposition = handler.handle(delivery).await;
-        self.settle(queue, original, ack.as_ref(), disposition);
-    }
-
-    async fn deliver_batch(
-        &self,
-        queue: &Arc<Queue>,
-        handler: &dyn InboundHandler,
-        messages: Vec<Message<Bytes>>,
-    ) {
-        let mut deliveries = Vec::with_capacity(messages.len());
-        let mut settle = Vec::with_capacity(messages.len());
-        for m in messages {
-            let (d, original, ack) = self.prepare(queue, m);
-            deliveries.push(d);
-            settle.push((original, ack));
-        }
-        let dispositions = handler.handle_batch(deliveries).await;
-        for ((original, ack), disposition) in settle.into_iter().zip(dispositions) {
-            self.settle(queue, original, ack.as_ref(), disposition);
+    fn recovery(&self) -> Recovery {
+        if self.dead_letter.is_some() {
+            Recovery::new(DeadLetterRoute::Publish, DeadLetterRoute::Publish)
+        } else {
+            Recovery::new(DeadLetterRoute::Drop, DeadLetterRoute::Drop)
         }
     }
 
-    fn settle(
-        &self,
-        queue: &Arc<Queue>,
-        original: Message<Bytes>,
-        ack: Option<&Acknowledgment>,
-        disposition: Disposition,
-    ) {
-        if self.ack_mode == AckMode::None {
-            // Settled on delivery: nothing can be requeued or dead-lettered.
-            return;
-        }
-        if ack.is_some_and(Acknowledgment::is_settled) {
-            return;
-        }
-        match disposition {
-            Disposition::Ack => {}
-            Disposition::Reject { requeue: true } => queue.push_front(original),
-            Disposition::Reject { requeue: false } => self.dead_letter(original, None),
-            Disposition::Recover(failed) => self.dead_letter(failed.message, Some(&failed.error)),
+    fn settle(&self, raw: &MemoryRaw, settlement: Settlement) {
+        match settlement {
+            Settlement::Ack => {}
+            Settlement::Requeue => raw.queue.push_front(raw.message.clone()),
+            // The in-memory broker has no dead-letter exchange: a rejected message is gone.
+            Settlement::Reject => {
+                tracing::debug!(destination = %self.destination, "message rejected and dropped");
+            }
         }
     }
 
-    fn dead_letter(&self, mut message: Message<Bytes>, error: Option<&crate::FunctionError>) {
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), BinderError> {
         let Some(dlq) = &self.dead_letter else {
-            tracing::warn!(destination = %self.destination, "failed message of an anonymous subscription dropped (no dead-letter destination)");
-            return;
+            return Err(BinderError::settle(
+                &self.destination,
+                "an anonymous subscription has no dead-letter destination",
+            ));
         };
-        if let Some(error) = error {
-            let h = message.headers_mut();
-            h.insert(EXCEPTION_MESSAGE_HEADER, error.root_cause_message());
-            h.insert(EXCEPTION_STACKTRACE_HEADER, error.render_chain());
-            h.insert(ORIGINAL_DESTINATION_HEADER, self.destination.as_str());
-        }
+        let mut message = letter.to_message();
+        message
+            .headers_mut()
+            .insert(ORIGINAL_DESTINATION_HEADER, self.destination.as_str());
         tracing::info!(destination = %self.destination, dead_letter = %dlq, "message dead-lettered");
         self.broker.send(dlq, message);
+        Ok(())
+    }
+
+    fn delivery(queue: &Arc<Queue>, message: Message<Bytes>) -> Delivery<MemoryRaw> {
+        Delivery::new(
+            MemoryRaw {
+                queue: Arc::clone(queue),
+                message: message.clone(),
+            },
+            message,
+        )
     }
 }
 
-struct MemoryConsumerBinding {
-    name: String,
-    queues: Vec<Arc<Queue>>,
+/// The consumer of an in-memory binding: `concurrency` tasks per queue.
+#[derive(Debug)]
+pub struct MemoryConsumer {
+    settler: Settler,
+    queues: Vec<(String, Option<u32>)>,
+    anonymous: bool,
     concurrency: u32,
     /// `Some(n)` in batch mode: hand up to `n` waiting messages at once.
     batch_size: Option<usize>,
-    handler: Arc<dyn InboundHandler>,
-    settler: Arc<Settler>,
-    broker: InMemoryBroker,
-    destination: String,
-    run: watch::Sender<bool>,
-    state: Mutex<BindingState>,
-    workers: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl MemoryConsumerBinding {
-    fn set_state(&self, state: BindingState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+impl Settle for MemoryConsumer {
+    type Raw = MemoryRaw;
+
+    fn recovery(&self) -> Recovery {
+        self.settler.recovery()
     }
 
-    async fn halt(&self, state: BindingState) -> Result<(), BinderError> {
-        self.run.send_replace(false);
-        let workers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.workers.lock().await);
-        for w in workers {
-            if let Err(e) = w.await {
-                tracing::error!(binding = %self.name, error = %e, "consumer worker panicked");
-            }
-        }
-        self.set_state(state);
+    async fn settle(&self, raw: &MemoryRaw, settlement: Settlement) -> Result<(), BinderError> {
+        self.settler.settle(raw, settlement);
         Ok(())
     }
+
+    async fn dead_letter(&self, _raw: &MemoryRaw, letter: &DeadLetter) -> Result<(), BinderError> {
+        self.settler.dead_letter(letter)
+    }
 }
 
-#[async_trait]
-impl Binding for MemoryConsumerBinding {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn state(&self) -> BindingState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn start(&self) -> Result<(), BinderError> {
-        let mut workers = self.workers.lock().await;
-        if !workers.is_empty() {
-            return Ok(());
+async fn consume(
+    queue: Arc<Queue>,
+    sink: Sink<MemoryConsumer>,
+    broker: InMemoryBroker,
+    batch_size: Option<usize>,
+) {
+    let stopped = sink.stopped();
+    tokio::pin!(stopped);
+    let mut down = broker.availability();
+    loop {
+        if *down.borrow_and_update() {
+            sink.report(SourceStatus::Lost {
+                reason: "the in-memory broker is cut off; waiting for it".to_owned(),
+            });
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return,
+                r = down.wait_for(|d| !*d) => if r.is_err() { return },
+            }
+            sink.report(SourceStatus::Consuming);
+            continue;
         }
-        self.run.send_replace(true);
-        for queue in &self.queues {
-            for _ in 0..self.concurrency {
-                let queue = Arc::clone(queue);
-                let handler = Arc::clone(&self.handler);
-                let settler = Arc::clone(&self.settler);
-                let mut run = self.run.subscribe();
-                let batch_size = self.batch_size;
-                workers.push(tokio::spawn(async move {
-                    loop {
-                        let message = tokio::select! {
-                            biased;
-                            _ = run.wait_for(|r| !*r) => break,
-                            m = queue.pop() => m,
-                        };
-                        match batch_size {
-                            None => settler.deliver(&queue, &*handler, message).await,
-                            Some(n) => {
-                                let mut batch = vec![message];
-                                while batch.len() < n {
-                                    match queue.try_pop() {
-                                        Some(m) => batch.push(m),
-                                        None => break,
-                                    }
-                                }
-                                settler.deliver_batch(&queue, &*handler, batch).await;
-                            }
-                        }
+        let message = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            _ = down.changed() => continue,
+            m = queue.pop() => m,
+        };
+        match batch_size {
+            None => sink.dispatch(Settler::delivery(&queue, message)).await,
+            Some(n) => {
+                let mut batch = vec![Settler::delivery(&queue, message)];
+                while batch.len() < n {
+                    match queue.try_pop() {
+                        Some(m) => batch.push(Settler::delivery(&queue, m)),
+                        None => break,
                     }
-                }));
+                }
+                sink.dispatch_batch(batch).await;
             }
         }
-        self.set_state(BindingState::Running);
+    }
+}
+
+impl Consumer for MemoryConsumer {
+    async fn start(&self, sink: Sink<Self>) -> Result<(), BinderError> {
+        reachable(&self.settler.broker)?;
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, partition) in &self.queues {
+            let queue =
+                self.settler
+                    .broker
+                    .declare(&self.settler.destination, name.clone(), *partition);
+            for _ in 0..self.concurrency {
+                tasks.push(sink.spawn(
+                    "memory-consumer",
+                    consume(
+                        Arc::clone(&queue),
+                        sink.clone(),
+                        self.settler.broker.clone(),
+                        self.batch_size,
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), BinderError> {
-        self.halt(BindingState::Stopped).await?;
-        for q in &self.queues {
-            if q.auto_delete {
-                self.broker.delete(&self.destination, &q.name);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!(destination = %self.settler.destination, error = %e, "consumer task failed");
+            }
+        }
+        if self.anonymous {
+            for (name, _) in &self.queues {
+                self.settler.broker.delete(&self.settler.destination, name);
             }
         }
         Ok(())
     }
-
-    async fn pause(&self) -> Result<(), BinderError> {
-        self.halt(BindingState::Paused).await
-    }
-
-    async fn resume(&self) -> Result<(), BinderError> {
-        self.start().await
-    }
 }
 
-struct MemoryProducer {
+/// The producer of an in-memory output binding.
+#[derive(Debug)]
+pub struct MemoryProducer {
     broker: InMemoryBroker,
     destination: String,
 }
 
-#[async_trait]
 impl Producer for MemoryProducer {
-    async fn send(&self, message: Message<Bytes>) -> Result<(), BinderError> {
-        self.broker.send(&self.destination, message);
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<(), BinderError> {
+    async fn send(&self, outbound: Outbound) -> Result<(), BinderError> {
+        reachable(&self.broker)?;
+        self.broker
+            .publish(&self.destination, outbound.message, outbound.partition);
         Ok(())
     }
 
@@ -548,21 +473,37 @@ impl Producer for MemoryProducer {
     }
 }
 
-struct MemoryPollable {
+/// The pollable source of an in-memory binding.
+#[derive(Debug)]
+pub struct MemoryPollable {
+    settler: Settler,
     queues: Vec<Arc<Queue>>,
-    settler: Arc<Settler>,
 }
 
-#[async_trait]
-impl PollableSource for MemoryPollable {
-    async fn poll(&self, handler: &dyn InboundHandler) -> Result<bool, BinderError> {
-        for queue in &self.queues {
-            if let Some(m) = queue.try_pop() {
-                self.settler.deliver(queue, handler, m).await;
-                return Ok(true);
-            }
-        }
-        Ok(false)
+impl Settle for MemoryPollable {
+    type Raw = MemoryRaw;
+
+    fn recovery(&self) -> Recovery {
+        self.settler.recovery()
+    }
+
+    async fn settle(&self, raw: &MemoryRaw, settlement: Settlement) -> Result<(), BinderError> {
+        self.settler.settle(raw, settlement);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, _raw: &MemoryRaw, letter: &DeadLetter) -> Result<(), BinderError> {
+        self.settler.dead_letter(letter)
+    }
+}
+
+impl Pollable for MemoryPollable {
+    async fn fetch(&self) -> Result<Option<Delivery<MemoryRaw>>, BinderError> {
+        reachable(&self.settler.broker)?;
+        Ok(self
+            .queues
+            .iter()
+            .find_map(|q| q.try_pop().map(|m| Settler::delivery(q, m))))
     }
 
     async fn close(&self) -> Result<(), BinderError> {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::queue::Queue;
 use crate::message::{Message, names};
@@ -34,9 +35,20 @@ struct Destination {
 /// assert!(broker.receive("orders", Duration::from_millis(10)).await.is_none());
 /// # });
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct InMemoryBroker {
     destinations: Arc<Mutex<HashMap<String, Destination>>>,
+    /// `true` while the broker is "down" ([`InMemoryBroker::cut`]).
+    down: Arc<watch::Sender<bool>>,
+}
+
+impl Default for InMemoryBroker {
+    fn default() -> Self {
+        Self {
+            destinations: Arc::default(),
+            down: Arc::new(watch::channel(false).0),
+        }
+    }
 }
 
 impl InMemoryBroker {
@@ -45,24 +57,54 @@ impl InMemoryBroker {
         Self::default()
     }
 
+    /// Simulates an outage: binders cannot provision, bind or send (a temporary connection
+    /// error), consumers stop receiving and report their connection lost, until
+    /// [`InMemoryBroker::restore`]. Messages already queued stay.
+    pub fn cut(&self) {
+        self.down.send_replace(true);
+    }
+
+    /// Ends an outage started by [`InMemoryBroker::cut`].
+    pub fn restore(&self) {
+        self.down.send_replace(false);
+    }
+
+    /// Whether the broker is reachable.
+    pub fn is_available(&self) -> bool {
+        !*self.down.borrow()
+    }
+
+    /// The availability, to wait on.
+    pub(crate) fn availability(&self) -> watch::Receiver<bool> {
+        self.down.subscribe()
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Destination>) -> R) -> R {
         let mut guard = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 
-    /// Publishes a message to every queue of the destination (and its capture).
+    /// Publishes a message to every queue of the destination (and its capture), as a client
+    /// outside the framework would: a `scst_partition` header, if present, routes it to that
+    /// partition's queues.
     pub fn send(&self, destination: &str, message: Message<Bytes>) {
         let partition = message
             .headers()
             .get(names::PARTITION)
-            .and_then(|v| v.to_i64_lenient());
+            .and_then(|v| v.to_i64_lenient())
+            .and_then(|p| u32::try_from(p).ok());
+        self.publish(destination, message, partition);
+    }
+
+    /// Publishes a message for `partition` (partitioned queues take only theirs).
+    pub fn publish(&self, destination: &str, message: Message<Bytes>, partition: Option<u32>) {
         let targets: Vec<Arc<Queue>> = self.with(|d| {
             d.get(destination)
                 .map(|dest| {
                     dest.queues
                         .iter()
                         .filter(|q| match q.partition {
-                            Some(p) => partition == Some(i64::from(p)),
+                            Some(p) => partition == Some(p),
                             None => true,
                         })
                         .chain(dest.capture.iter())
@@ -94,11 +136,7 @@ impl InMemoryBroker {
         self.with(|d| {
             let dest = d.entry(destination.to_owned()).or_default();
             if dest.capture.is_none() {
-                dest.capture = Some(Arc::new(Queue::new(
-                    format!("{destination}.capture"),
-                    None,
-                    false,
-                )));
+                dest.capture = Some(Arc::new(Queue::new(format!("{destination}.capture"), None)));
             }
         });
     }
@@ -137,14 +175,13 @@ impl InMemoryBroker {
         destination: &str,
         name: String,
         partition: Option<u32>,
-        auto_delete: bool,
     ) -> Arc<Queue> {
         self.with(|d| {
             let dest = d.entry(destination.to_owned()).or_default();
             if let Some(q) = dest.queues.iter().find(|q| q.name == name) {
                 return Arc::clone(q);
             }
-            let q = Arc::new(Queue::new(name, partition, auto_delete));
+            let q = Arc::new(Queue::new(name, partition));
             dest.queues.push(Arc::clone(&q));
             q
         })

@@ -13,7 +13,8 @@ mod queue;
 
 pub use binder::{
     EXCEPTION_MESSAGE_HEADER, EXCEPTION_STACKTRACE_HEADER, InMemoryBinder, InMemoryBinderFactory,
-    MEMORY_BINDER_TYPE, ORIGINAL_DESTINATION_HEADER, dead_letter_destination,
+    MEMORY_BINDER_TYPE, MemoryConsumer, MemoryDestination, MemoryPollable, MemoryProducer,
+    MemoryRaw, ORIGINAL_DESTINATION_HEADER, dead_letter_destination,
 };
 pub use broker::InMemoryBroker;
 pub use properties::{MemoryBinderProperties, MemoryConsumerProperties, MemoryProducerProperties};

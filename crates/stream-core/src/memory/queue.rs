@@ -15,19 +15,16 @@ pub(crate) struct Queue {
     pub(crate) name: String,
     /// Only messages with this `scst_partition` are routed here.
     pub(crate) partition: Option<u32>,
-    /// Removed when its consumer stops (anonymous subscriptions).
-    pub(crate) auto_delete: bool,
     items: Mutex<VecDeque<Message<Bytes>>>,
     notify: Notify,
     delivered: AtomicU64,
 }
 
 impl Queue {
-    pub(crate) fn new(name: String, partition: Option<u32>, auto_delete: bool) -> Self {
+    pub(crate) fn new(name: String, partition: Option<u32>) -> Self {
         Self {
             name,
             partition,
-            auto_delete,
             items: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             delivered: AtomicU64::new(0),

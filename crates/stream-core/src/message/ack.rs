@@ -8,59 +8,7 @@ use async_trait::async_trait;
 
 use crate::error::BinderError;
 
-/// Who settles a consumed message (`acknowledge-mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AckMode {
-    /// The binder acknowledges when the function returns (after retry and recovery).
-    #[default]
-    Auto,
-    /// The function settles the message through its [`Acknowledgment`] handle.
-    Manual,
-    /// The broker considers the message settled on delivery (auto-ack).
-    None,
-}
-
-impl std::str::FromStr for AckMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "AUTO" => Ok(AckMode::Auto),
-            "MANUAL" => Ok(AckMode::Manual),
-            "NONE" => Ok(AckMode::None),
-            other => Err(format!(
-                "unknown acknowledge mode `{other}`; expected AUTO, MANUAL or NONE"
-            )),
-        }
-    }
-}
-
-impl AckMode {
-    /// Spring's spelling: `AUTO`, `MANUAL`, `NONE`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::Auto => "AUTO",
-            AckMode::Manual => "MANUAL",
-            AckMode::None => "NONE",
-        }
-    }
-}
-
-/// `acknowledge-mode` is a property of several binders; they share this type.
-impl stream_config::ScalarField for AckMode {
-    fn type_name() -> String {
-        "AUTO, MANUAL or NONE".to_owned()
-    }
-
-    fn parse_value(text: &str) -> Result<Self, String> {
-        text.parse()
-    }
-
-    fn render(&self) -> String {
-        self.as_str().to_owned()
-    }
-}
-stream_config::__scalar_property_field!(AckMode);
+pub use stream_config::AckMode;
 
 /// The binder side of a manual acknowledgment: settles one delivery on the broker.
 #[async_trait]
@@ -141,7 +89,8 @@ impl Acknowledgment {
         self.inner.settled.load(Ordering::Acquire)
     }
 
-    fn claim(&self) -> bool {
+    /// Marks the handle settled; `false` when it already was (the caller must not settle).
+    pub(crate) fn claim(&self) -> bool {
         !self.inner.settled.swap(true, Ordering::AcqRel)
     }
 }

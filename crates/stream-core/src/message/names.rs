@@ -17,6 +17,15 @@ pub const TIMESTAMP: &str = "timestamp";
 /// Raw inbound message placeholder name used by Spring (`sourceData`); never sent.
 pub const SOURCE_DATA: &str = "sourceData";
 
+/// Root-cause message of the failure of a dead-lettered message (`x-exception-message`).
+pub const EXCEPTION_MESSAGE: &str = "x-exception-message";
+/// The failure's error chain as text, on a dead-lettered message (`x-exception-stacktrace`).
+pub const EXCEPTION_STACKTRACE: &str = "x-exception-stacktrace";
+/// W3C trace context of the producing span (`traceparent`).
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C vendor trace state (`tracestate`).
+pub const TRACESTATE: &str = "tracestate";
+
 /// Headers the framework uses internally and never maps to an outbound broker message.
 pub const INTERNAL: &[&str] = &[PARTITION, SOURCE_DATA, DELIVERY_ATTEMPT, SENDTO_DESTINATION];
 

@@ -1,0 +1,261 @@
+//! What every binding of an application shares, and binding one input or output through the
+//! binder that serves it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stream_config::{BindingProperties, StreamConfig};
+
+use super::StreamError;
+use super::binders::Binders;
+use super::output::OutputBinding;
+use crate::binder::Binding;
+use crate::binder::erased::{DynPollable, InputRequest, OutputRequest};
+use crate::binder::lifecycle::Timing;
+use crate::convert::ConversionService;
+use crate::errors::{ErrorChannels, ErrorHandler, consumer_error_channel, producer_error_channel};
+use crate::function::ConversionContext;
+use crate::partition::{PartitionHandler, PartitionKeyExtractor, PartitionSelector};
+use crate::process::pipeline::{BatchInvoker, ConsumerIdentity, ConsumerPipeline, Invoker};
+use crate::retry::{BackOff, RetryPolicy};
+
+/// What every binding of an application shares.
+pub(crate) struct AppShared {
+    pub(crate) config: Arc<StreamConfig>,
+    pub(crate) binders: Binders,
+    pub(crate) conversion: Arc<ConversionService>,
+    pub(crate) errors: ErrorChannels,
+    pub(crate) extractors: HashMap<String, Arc<dyn PartitionKeyExtractor>>,
+    pub(crate) selectors: HashMap<String, Arc<dyn PartitionSelector>>,
+    pub(crate) retry_policies: HashMap<String, RetryPolicy>,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// What an input binding's deliveries are handed to.
+pub(crate) struct InputHandlers {
+    pub(crate) invoker: Invoker,
+    pub(crate) batch_invoker: Option<BatchInvoker>,
+    pub(crate) error_handler: Option<ErrorHandler>,
+}
+
+impl AppShared {
+    /// A binding's properties, refusing what cannot work.
+    pub(crate) fn binding(&self, name: &str) -> Result<BindingProperties, StreamError> {
+        let props = self.config.binding(name)?;
+        let embedded = Some(stream_config::HeaderMode::EmbeddedHeaders);
+        if props.consumer.header_mode == embedded || props.producer.header_mode == embedded {
+            return Err(StreamError::InvalidBinding {
+                binding: name.to_owned(),
+                reason: "`header-mode: embedded-headers` (Spring Cloud Stream 1.x payload format) is not supported; binders carry headers natively, so remove the key".to_owned(),
+            });
+        }
+        Ok(props)
+    }
+
+    pub(crate) fn conversion_context(
+        &self,
+        props: &BindingProperties,
+        native: bool,
+    ) -> ConversionContext {
+        ConversionContext {
+            conversion: Arc::clone(&self.conversion),
+            content_type: props.content_type.as_str().into(),
+            native,
+        }
+    }
+
+    pub(crate) fn retry_policy(
+        &self,
+        binding: &str,
+        props: &BindingProperties,
+    ) -> Result<RetryPolicy, StreamError> {
+        let c = &props.consumer;
+        if let Some(name) = &c.retry_template_name {
+            return self.retry_policies.get(name).cloned().ok_or_else(|| {
+                StreamError::InvalidBinding {
+                    binding: binding.to_owned(),
+                    reason: format!(
+                        "`consumer.retry-template-name` names `{name}`, which is not registered with StreamAppBuilder::retry_policy"
+                    ),
+                }
+            });
+        }
+        Ok(RetryPolicy::new(
+            c.max_attempts,
+            BackOff::new(
+                c.back_off_initial_interval,
+                c.back_off_max_interval,
+                c.back_off_multiplier,
+            ),
+            c.default_retryable,
+            c.retryable_exceptions.clone(),
+        ))
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            retry_interval: self.config.stream().binding_retry_interval,
+            stop_timeout: self.shutdown_timeout,
+        }
+    }
+
+    fn pipeline(
+        &self,
+        binding: &str,
+        destination: &str,
+        binder_type: &'static str,
+        props: &BindingProperties,
+        retry: &RetryPolicy,
+        handlers: &InputHandlers,
+    ) -> Arc<ConsumerPipeline> {
+        Arc::new(ConsumerPipeline {
+            id: ConsumerIdentity {
+                binding: binding.into(),
+                destination: destination.into(),
+                group: props.group.as_deref().map(Into::into),
+                binder_type: binder_type.into(),
+                error_channel: consumer_error_channel(destination, props.group.as_deref()).into(),
+            },
+            invoker: Arc::clone(&handlers.invoker),
+            batch_invoker: handlers.batch_invoker.clone(),
+            retry: retry.clone(),
+            errors: self.errors.clone(),
+            error_handler: handlers.error_handler.clone(),
+        })
+    }
+
+    /// Provisions and binds every destination of an input binding (late binding: a broker
+    /// that is down is retried in the background).
+    pub(crate) async fn bind_input(
+        &self,
+        binding: &str,
+        props: &BindingProperties,
+        handlers: InputHandlers,
+    ) -> Result<Vec<Box<dyn Binding>>, StreamError> {
+        let binder = self
+            .binders
+            .resolve(binding, props.binder.as_deref())
+            .await?;
+        let retry = self.retry_policy(binding, props)?;
+        let mut bound = Vec::new();
+        for destination in split_destinations(props.destination_or(binding)) {
+            let pipeline = self.pipeline(
+                binding,
+                &destination,
+                binder.binder_type(),
+                props,
+                &retry,
+                &handlers,
+            );
+            tracing::info!(binding, destination = %destination, "binding consumer");
+            let b = binder
+                .bind_input(InputRequest {
+                    binding,
+                    destination: &destination,
+                    props,
+                    stream: self.config.stream(),
+                    pipeline,
+                    timing: self.timing(),
+                })
+                .await
+                .map_err(|source| StreamError::Binder {
+                    binding: binding.to_owned(),
+                    source,
+                })?;
+            bound.push(b);
+        }
+        Ok(bound)
+    }
+
+    /// Provisions and binds a pollable source.
+    pub(crate) async fn bind_pollable(
+        &self,
+        binding: &str,
+        props: &BindingProperties,
+        handlers: InputHandlers,
+    ) -> Result<(Box<dyn DynPollable>, Arc<ConsumerPipeline>), StreamError> {
+        let binder = self
+            .binders
+            .resolve(binding, props.binder.as_deref())
+            .await?;
+        let retry = self.retry_policy(binding, props)?;
+        let destination = props.destination_or(binding).to_owned();
+        let pipeline = self.pipeline(
+            binding,
+            &destination,
+            binder.binder_type(),
+            props,
+            &retry,
+            &handlers,
+        );
+        let source = binder
+            .bind_pollable(InputRequest {
+                binding,
+                destination: &destination,
+                props,
+                stream: self.config.stream(),
+                pipeline: Arc::clone(&pipeline),
+                timing: self.timing(),
+            })
+            .await
+            .map_err(|source| StreamError::Binder {
+                binding: binding.to_owned(),
+                source,
+            })?;
+        Ok((source, pipeline))
+    }
+
+    /// Provisions and binds an output binding (or a dynamic destination).
+    pub(crate) async fn bind_output(&self, name: &str) -> Result<Arc<OutputBinding>, StreamError> {
+        let props = self.binding(name)?;
+        let binder = self.binders.resolve(name, props.binder.as_deref()).await?;
+        let destination = props.destination_or(name).to_owned();
+        let p = &props.producer;
+        let partition = if p.is_partitioned() {
+            Some(
+                PartitionHandler::from_properties(name, p, &self.extractors, &self.selectors)
+                    .map_err(|source| StreamError::Partition {
+                        binding: name.to_owned(),
+                        source: Box::new(source),
+                    })?,
+            )
+        } else {
+            None
+        };
+        tracing::info!(binding = name, destination = %destination, "binding producer");
+        let producer = binder
+            .bind_output(OutputRequest {
+                binding: name,
+                destination: &destination,
+                props: &props,
+                retry_interval: self.config.stream().binding_retry_interval,
+            })
+            .await
+            .map_err(|source| StreamError::Binder {
+                binding: name.to_owned(),
+                source,
+            })?;
+        Ok(Arc::new(OutputBinding {
+            binding: name.into(),
+            destination: destination.as_str().into(),
+            binder_type: binder.binder_type(),
+            producer,
+            partition,
+            conversion: self.conversion_context(&props, p.use_native_encoding),
+            error_channel: p
+                .error_channel_enabled
+                .then(|| (self.errors.clone(), producer_error_channel(&destination))),
+        }))
+    }
+}
+
+/// Consumer destinations may list several, comma-separated.
+fn split_destinations(destination: &str) -> Vec<String> {
+    destination
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,63 @@
+//! One delivery from a broker, as a binder hands it to the runtime.
+
+use bytes::Bytes;
+
+use crate::error::FunctionError;
+use crate::message::Message;
+
+/// One delivery: the binder's raw message `R` (what it needs to settle it, and what error
+/// handlers receive) and the message(s) it carries.
+#[derive(Debug)]
+pub struct Delivery<R> {
+    /// The broker's message.
+    pub raw: R,
+    /// What it carries, mapped to messages.
+    pub body: Body,
+}
+
+/// What a delivery carries.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Body {
+    /// One message (headers mapped from the broker's properties, `contentType` set).
+    One(Message<Bytes>),
+    /// Several messages in one broker message (a producer batch): each is processed on its
+    /// own; the delivery is acknowledged when all succeeded, a failed part is dead-lettered on
+    /// its own where the binding's recovery publishes, else settles the whole delivery.
+    Parts(Vec<Message<Bytes>>),
+    /// A delivery the binder could not turn into a message (bad batch framing, a
+    /// decompression bomb, an unreadable header): it takes the error path without calling the
+    /// function. `message` is as much of it as could be read.
+    Undecodable {
+        /// What could be read (at least the body).
+        message: Message<Bytes>,
+        /// Why it could not be decoded (its kind is what `retryable-exceptions` would see).
+        error: FunctionError,
+    },
+}
+
+impl<R> Delivery<R> {
+    /// A delivery of one message.
+    pub fn new(raw: R, message: Message<Bytes>) -> Self {
+        Self {
+            raw,
+            body: Body::One(message),
+        }
+    }
+
+    /// A delivery carrying several messages.
+    pub fn parts(raw: R, parts: Vec<Message<Bytes>>) -> Self {
+        Self {
+            raw,
+            body: Body::Parts(parts),
+        }
+    }
+
+    /// A delivery that could not be decoded.
+    pub fn undecodable(raw: R, message: Message<Bytes>, error: FunctionError) -> Self {
+        Self {
+            raw,
+            body: Body::Undecodable { message, error },
+        }
+    }
+}
