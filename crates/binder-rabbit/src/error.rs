@@ -99,29 +99,33 @@ impl RabbitError {
         }
     }
 
-    /// Converts to a [`BinderError`] about `destination`.
+    /// Converts to a [`BinderError`] about `destination`: temporary when retrying may
+    /// succeed ([`RabbitError::is_transient`]), so the runtime's late binding retries it.
     pub fn into_binder_error(self, destination: &str) -> BinderError {
-        match self {
-            RabbitError::Connect { target, reason } => BinderError::Connection {
-                target,
-                reason,
-                source: None,
-            },
-            other @ (RabbitError::Conflict { .. }
+        let transient = self.is_transient();
+        let e = match &self {
+            RabbitError::Connect { target, reason } => {
+                BinderError::connection(target, reason).with_destination(destination)
+            }
+            RabbitError::Conflict { .. }
             | RabbitError::Declaration { .. }
-            | RabbitError::NameTooLong(_)) => BinderError::Provisioning {
-                destination: destination.to_owned(),
-                reason: other.to_string(),
-                source: Some(Box::new(other)),
-            },
-            other @ (RabbitError::Returned { .. }
-            | RabbitError::Nacked { .. }
-            | RabbitError::Payload(_)) => BinderError::Send {
-                destination: destination.to_owned(),
-                reason: other.to_string(),
-                source: Some(Box::new(other)),
-            },
-            other @ RabbitError::Lapin { .. } => BinderError::Other(Box::new(other)),
+            | RabbitError::NameTooLong(_) => BinderError::provisioning(destination, &self),
+            RabbitError::Returned { .. } | RabbitError::Nacked { .. } | RabbitError::Payload(_) => {
+                BinderError::send(destination, &self)
+            }
+            RabbitError::Lapin { context, source } if transient => {
+                BinderError::connection(format!("RabbitMQ ({context})"), source)
+                    .with_destination(destination)
+            }
+            RabbitError::Lapin { .. } => {
+                BinderError::other(self.to_string()).with_destination(destination)
+            }
+        };
+        // The message renders the whole error; keeping it as the source too would print it twice.
+        if transient {
+            e.temporary()
+        } else {
+            e.permanent()
         }
     }
 }

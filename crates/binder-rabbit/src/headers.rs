@@ -415,24 +415,6 @@ pub(crate) fn outbound_properties(
     props.with_delivery_mode(delivery_mode).with_headers(table)
 }
 
-/// Cuts the stack trace to `frame_max - headroom` bytes (at a character boundary). Returns the
-/// text and whether it was truncated. `frame_max` 0 (no limit) or a headroom at least as large
-/// as `frame_max` leaves the text as is (Spring's `RepublishMessageRecoverer`).
-pub fn truncate_stacktrace(trace: &str, frame_max: u32, headroom: u32) -> (Cow<'_, str>, bool) {
-    let Some(max) = frame_max.checked_sub(headroom).filter(|m| *m > 0) else {
-        return (Cow::Borrowed(trace), false);
-    };
-    let max = max as usize;
-    if frame_max == 0 || trace.len() <= max {
-        return (Cow::Borrowed(trace), false);
-    }
-    let mut cut = max;
-    while cut > 0 && !trace.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    (Cow::Owned(trace[..cut].to_owned()), true)
-}
-
 #[cfg(test)]
 #[allow(
     clippy::field_reassign_with_default,
@@ -593,20 +575,5 @@ mod tests {
         let p = outbound_properties(&Headers::new(), &HeaderPatterns::new(&["*"]), 2);
         assert_eq!(*p.delivery_mode(), Some(2));
         assert_eq!(*p.content_type(), None);
-    }
-
-    #[test]
-    fn stacktrace_truncation() {
-        let trace = "é".repeat(100); // 200 bytes
-        let (t, cut) = truncate_stacktrace(&trace, 131_072, 20_000);
-        assert!(!cut);
-        assert_eq!(t.len(), 200);
-        let (t, cut) = truncate_stacktrace(&trace, 20_051, 20_000);
-        assert!(cut);
-        assert_eq!(t.len(), 50);
-        let (_, cut) = truncate_stacktrace(&trace, 0, 20_000);
-        assert!(!cut);
-        let (_, cut) = truncate_stacktrace(&trace, 10_000, 20_000);
-        assert!(!cut);
     }
 }

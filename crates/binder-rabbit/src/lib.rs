@@ -6,24 +6,27 @@ mod binder;
 pub mod compression;
 pub mod config;
 mod connection;
-pub mod consumer;
+mod consumer;
 pub mod error;
+mod frame;
 pub mod headers;
 mod polled;
 mod producer;
 pub mod provisioning;
 mod scaling;
+mod shared;
 mod transaction;
 
-pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory, RabbitProvisioner};
+pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory};
 pub use config::{
     ConfirmType, ContainerType, DeliveryMode, ExchangeType, NullableString, QuorumProperties,
     RabbitBinderProperties, RabbitConnectionProperties, RabbitConsumerProperties,
     RabbitProducerProperties, RabbitSslProperties,
 };
-pub use consumer::RabbitRawMessage;
+pub use consumer::{RabbitConsumer, RabbitRawMessage};
 pub use error::RabbitError;
-pub use producer::{ConfirmAckCallback, PUBLISH_CONFIRM, X_DELAY};
+pub use polled::RabbitPollable;
+pub use producer::{ConfirmAckCallback, PUBLISH_CONFIRM, RabbitProducerBinding, X_DELAY};
 pub use provisioning::{ConsumerTopology, ProducerTopology};
 pub use scaling::ConsumerScaling;
 

@@ -1,29 +1,38 @@
 //! Polled consumers (`spring.cloud.stream.pollable-source`): `basic.get` on a channel of the
-//! consumer connection, then the same decompression, de-batching, settling, retry/DLQ handling
-//! and transactions as a pushed consumer.
+//! consumer connection, mapped and settled like a pushed delivery.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use lapin::Channel;
 use lapin::options::BasicGetOptions;
 use stream_core::BinderError;
-use stream_core::binder::{InboundHandler, PollableSource};
+use stream_core::binder::{DeadLetter, Delivery, Pollable, Recovery, Settle, Settlement};
 use tokio::sync::Mutex;
-use tracing::Instrument;
 
-use crate::consumer::ConsumerContext;
+use crate::consumer::{Mapping, RabbitRawMessage, Settler};
 use crate::error::RabbitError;
+use crate::headers::HeaderPatterns;
 use crate::provisioning::short;
-use stream_core::AckMode;
 
 /// A pollable source on one queue.
-pub(crate) struct RabbitPollableSource {
-    pub(crate) ctx: Arc<ConsumerContext>,
+pub struct RabbitPollable {
+    pub(crate) settler: Settler,
+    pub(crate) patterns: HeaderPatterns,
+    pub(crate) no_ack: bool,
     pub(crate) channel: Mutex<Option<Channel>>,
 }
 
-impl RabbitPollableSource {
+impl std::fmt::Debug for RabbitPollable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitPollable")
+            .field("queue", &self.queue())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitPollable {
+    fn queue(&self) -> &str {
+        &self.settler.topology.queue
+    }
+
     async fn channel(&self) -> Result<Channel, RabbitError> {
         let mut guard = self.channel.lock().await;
         if let Some(ch) = guard.as_ref()
@@ -32,16 +41,16 @@ impl RabbitPollableSource {
             return Ok(ch.clone());
         }
         *guard = None;
-        let conn = self.ctx.shared.consumer.get().await?;
+        let conn = self.settler.shared.consumer.get().await?;
         let lapin_err = |context: &str| {
-            let context = format!("{context} (queue `{}`)", self.ctx.topology.queue);
+            let context = format!("{context} (queue `{}`)", self.queue());
             move |source| RabbitError::Lapin { context, source }
         };
         let ch = conn
             .create_channel()
             .await
             .map_err(lapin_err("opening a polling channel"))?;
-        if self.ctx.props.transacted {
+        if self.settler.props.transacted {
             ch.tx_select()
                 .await
                 .map_err(lapin_err("tx.select on the polling channel"))?;
@@ -51,19 +60,43 @@ impl RabbitPollableSource {
     }
 }
 
-#[async_trait]
-impl PollableSource for RabbitPollableSource {
-    async fn poll(&self, handler: &dyn InboundHandler) -> Result<bool, BinderError> {
-        let queue = &self.ctx.topology.queue;
+impl Settle for RabbitPollable {
+    type Raw = RabbitRawMessage;
+
+    fn recovery(&self) -> Recovery {
+        self.settler.recovery
+    }
+
+    async fn settle(
+        &self,
+        raw: &RabbitRawMessage,
+        settlement: Settlement,
+    ) -> Result<(), BinderError> {
+        self.settler.settle(raw, settlement).await
+    }
+
+    async fn dead_letter(
+        &self,
+        raw: &RabbitRawMessage,
+        letter: &DeadLetter,
+    ) -> Result<(), BinderError> {
+        self.settler.dead_letter(raw, letter).await
+    }
+}
+
+impl Pollable for RabbitPollable {
+    async fn fetch(&self) -> Result<Option<Delivery<RabbitRawMessage>>, BinderError> {
+        let queue = self.queue();
         let ch = self
             .channel()
             .await
             .map_err(|e| e.into_binder_error(queue))?;
-        let no_ack = self.ctx.props.acknowledge_mode == AckMode::None;
         let got = ch
             .basic_get(
                 short(queue).map_err(|e| e.into_binder_error(queue))?,
-                BasicGetOptions { no_ack },
+                BasicGetOptions {
+                    no_ack: self.no_ack,
+                },
             )
             .await
             .map_err(|e| {
@@ -74,19 +107,14 @@ impl PollableSource for RabbitPollableSource {
                 .into_binder_error(queue)
             })?;
         let Some(message) = got else {
-            return Ok(false);
+            return Ok(None);
         };
-        let span = tracing::debug_span!(
-            "rabbit.poll",
-            binding = %self.ctx.binding_name,
-            queue = %queue,
-            delivery_tag = message.delivery.delivery_tag
-        );
-        self.ctx
-            .handle(handler, &ch, "", message.delivery)
-            .instrument(span)
-            .await;
-        Ok(true)
+        let mapping = Mapping {
+            queue,
+            patterns: &self.patterns,
+            max_decompressed_size: self.settler.shared.binder.max_decompressed_size,
+        };
+        Ok(Some(mapping.delivery("", &ch, message.delivery)))
     }
 
     async fn close(&self) -> Result<(), BinderError> {

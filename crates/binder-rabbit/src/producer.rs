@@ -8,16 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use lapin::Confirmation;
 use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Channel};
-use stream_core::binder::Producer;
+use stream_core::binder::{Outbound, Producer};
 use stream_core::expression::{Expression, Value};
-use stream_core::message::names;
 use stream_core::{BinderError, Message};
 use tokio::sync::{Mutex, Notify, oneshot};
 use tokio::time::Instant;
@@ -25,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::batching::{self, Accumulator};
-use crate::binder::Shared;
 use crate::compression;
 use crate::error::RabbitError;
 use crate::headers::{self, HeaderPatterns};
+use crate::shared::Shared;
 use crate::transaction;
 
 /// How the routing key of each message is found.
@@ -62,20 +60,18 @@ impl RoutingKey {
         }
     }
 
-    /// The routing key for a message.
-    pub(crate) fn resolve(&self, message: &Message<Bytes>) -> Result<Cow<'_, ShortString>, String> {
+    /// The routing key for a message sent to `partition` (the runtime's selection, for
+    /// partitioned producers).
+    pub(crate) fn resolve(
+        &self,
+        message: &Message<Bytes>,
+        partition: Option<u32>,
+    ) -> Result<Cow<'_, ShortString>, String> {
         let partitioned_producer = match self {
             RoutingKey::Fixed { partitioned, .. } => partitioned.is_some(),
             RoutingKey::Expression(_, p) => *p,
         };
-        let partition = if partitioned_producer {
-            message
-                .headers()
-                .get(names::PARTITION)
-                .and_then(|v| v.to_i64_lenient())
-        } else {
-            None
-        };
+        let partition = partition.filter(|_| partitioned_producer);
         let base = match self {
             RoutingKey::Fixed {
                 key,
@@ -262,7 +258,7 @@ impl RabbitProducer {
     }
 
     fn binder_id(&self) -> usize {
-        Arc::as_ptr(&self.shared) as usize
+        self.shared.id()
     }
 
     /// The publishing channel, opened (with confirms or tx.select when configured) on first use
@@ -295,10 +291,14 @@ impl RabbitProducer {
     }
 
     fn send_error(&self, routing_key: &str, e: Arc<RabbitError>) -> BinderError {
-        BinderError::Send {
-            destination: self.exchange_name().to_owned(),
-            reason: format!("routing key `{routing_key}`: {e}"),
-            source: Some(Box::new(e)),
+        let err = BinderError::send(
+            self.exchange_name(),
+            format!("routing key `{routing_key}`: {e}"),
+        );
+        if e.is_transient() {
+            err.temporary()
+        } else {
+            err
         }
     }
 
@@ -484,13 +484,13 @@ impl RabbitProducer {
         result
     }
 
-    async fn publish(&self, message: Message<Bytes>) -> Result<(), BinderError> {
-        let refused = |reason| BinderError::Send {
-            destination: self.exchange_name().to_owned(),
-            reason,
-            source: None,
-        };
-        let routing_key = self.routing.resolve(&message).map_err(refused)?;
+    async fn publish(
+        &self,
+        message: Message<Bytes>,
+        partition: Option<u32>,
+    ) -> Result<(), BinderError> {
+        let refused = |reason: String| BinderError::send(self.exchange_name(), reason);
+        let routing_key = self.routing.resolve(&message, partition).map_err(refused)?;
         // Batched messages share the first one's properties: build them when the batch is sent,
         // unless they depend on this message's expressions.
         let props = if self.batching.is_none() || self.options.delay.is_some() {
@@ -560,7 +560,7 @@ impl RabbitProducer {
             // Reported once its batch is confirmed (or committed).
             Some(rx) => match rx.await {
                 Ok(r) => r.map_err(|e| self.send_error(routing_key.as_str(), e)),
-                Err(_) => Err(BinderError::Closed(self.binding_name.clone())),
+                Err(_) => Err(BinderError::closed(&self.binding_name)),
             },
             // Fire-and-forget: buffered, or sent with this call.
             None => match first_error {
@@ -627,22 +627,45 @@ impl RabbitProducer {
 /// The delayed-message plugin's header (`MessageProperties.X_DELAY`).
 pub const X_DELAY: &str = "x-delay";
 
-#[async_trait]
-impl Producer for RabbitProducer {
-    async fn send(&self, message: Message<Bytes>) -> Result<(), BinderError> {
+/// The producer of a RabbitMQ output binding.
+pub struct RabbitProducerBinding(pub(crate) Arc<RabbitProducer>);
+
+impl std::fmt::Debug for RabbitProducerBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitProducer")
+            .field("binding", &self.0.binding_name)
+            .field("exchange", &self.0.exchange_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer for RabbitProducerBinding {
+    async fn send(&self, outbound: Outbound) -> Result<(), BinderError> {
+        self.0.send(outbound).await
+    }
+
+    async fn flush(&self) -> Result<(), BinderError> {
+        self.0.flush_batches().await
+    }
+
+    async fn close(&self) -> Result<(), BinderError> {
+        self.0.close().await
+    }
+}
+
+impl RabbitProducer {
+    async fn send(&self, outbound: Outbound) -> Result<(), BinderError> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(BinderError::Closed(self.binding_name.clone()));
+            return Err(BinderError::closed(&self.binding_name));
         }
         let span = tracing::debug_span!(
             "rabbit.send",
             binding = %self.binding_name,
             exchange = %self.exchange_name()
         );
-        self.publish(message).instrument(span).await
-    }
-
-    async fn flush(&self) -> Result<(), BinderError> {
-        self.flush_batches().await
+        self.publish(outbound.message, outbound.partition)
+            .instrument(span)
+            .await
     }
 
     async fn close(&self) -> Result<(), BinderError> {
@@ -674,16 +697,14 @@ mod tests {
     fn fixed_and_partitioned_keys() {
         let r = RoutingKey::fixed("orders", Some(3));
         let m = Message::bytes("x");
-        assert_eq!(r.resolve(&m).expect("key").as_str(), "orders");
-        let m = Message::bytes("x").with_header("scst_partition", 2_i32);
-        assert_eq!(r.resolve(&m).expect("key").as_str(), "orders-2");
-        let m = Message::bytes("x").with_header("scst_partition", 7_i32);
-        assert_eq!(r.resolve(&m).expect("key").as_str(), "orders-7");
+        assert_eq!(r.resolve(&m, None).expect("key").as_str(), "orders");
+        assert_eq!(r.resolve(&m, Some(2)).expect("key").as_str(), "orders-2");
+        assert_eq!(r.resolve(&m, Some(7)).expect("key").as_str(), "orders-7");
         let plain = RoutingKey::fixed("orders", None);
         assert_eq!(
-            plain.resolve(&m).expect("key").as_str(),
+            plain.resolve(&m, Some(7)).expect("key").as_str(),
             "orders",
-            "not partitioned: header ignored"
+            "not partitioned: partition ignored"
         );
     }
 
@@ -691,17 +712,16 @@ mod tests {
     fn expression_keys() {
         let r = RoutingKey::Expression(Expression::parse("headers['kind']").expect("parse"), true);
         let m = Message::bytes("x").with_header("kind", "a.b");
-        assert_eq!(r.resolve(&m).expect("key").as_str(), "a.b");
-        let m = Message::bytes("x")
-            .with_header("kind", "a.b")
-            .with_header("scst_partition", 1_i32);
-        assert_eq!(r.resolve(&m).expect("key").as_str(), "a.b-1");
-        let err = r.resolve(&Message::bytes("x")).expect_err("null");
+        assert_eq!(r.resolve(&m, None).expect("key").as_str(), "a.b");
+        assert_eq!(r.resolve(&m, Some(1)).expect("key").as_str(), "a.b-1");
+        let err = r.resolve(&Message::bytes("x"), None).expect_err("null");
         assert!(err.contains("headers['kind']"), "{err}");
         let lit =
             RoutingKey::Expression(Expression::parse("'my.routingKey'").expect("parse"), false);
         assert_eq!(
-            lit.resolve(&Message::bytes("x")).expect("key").as_str(),
+            lit.resolve(&Message::bytes("x"), None)
+                .expect("key")
+                .as_str(),
             "my.routingKey"
         );
     }

@@ -1,21 +1,27 @@
 //! Helpers shared by the broker tests: a raw lapin client to inspect what the broker holds,
-//! unique names, a recording InboundHandler.
+//! unique names, and a binder driven directly through the runtime's `Harness` (its lifecycle,
+//! settlement and retry) with a recording handler.
 #![allow(
     dead_code,
     unreachable_pub,
     reason = "each test target uses a different subset"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use binder_rabbit::stream_config::{ConsumerProperties, Environment, ProducerProperties};
 use binder_rabbit::stream_core::binder::{
-    Binder, ConsumerRequest, Delivery, Disposition, InboundHandler, ProducerRequest,
+    Binder, Binding, ConsumerSpec, FailedMessage, Outbound, Producer, ProducerSpec,
 };
-use binder_rabbit::{Message, RabbitBinder};
+use binder_rabbit::stream_core::conformance::{Harness, PolledSource};
+use binder_rabbit::stream_core::message::names;
+use binder_rabbit::{
+    BinderError, ConfirmAckCallback, ConsumerScaling, ConsumerTopology, FunctionError, Message,
+    ProducerTopology, RabbitBinder, RabbitBinderProperties, RabbitConsumerProperties,
+    RabbitProducerBinding, RabbitProducerProperties,
+};
 use bytes::Bytes;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -67,9 +73,223 @@ pub fn env_at(host: &str, port: u16, extra: &str) -> Environment {
         .expect("test environment")
 }
 
-pub fn binder(extra: &str) -> RabbitBinder {
+pub fn binder(extra: &str) -> TestBinder {
     init_tracing();
-    RabbitBinder::new(env(extra)).expect("binder")
+    TestBinder::new(env(extra), ConsumerScaling::default(), HashMap::new())
+}
+
+/// A RabbitMQ binder driven through the runtime's [`Harness`], with the request shapes the
+/// tests use (properties of a binding read from the test environment, as the runtime does).
+pub struct TestBinder {
+    env: Environment,
+    harness: Harness<RabbitBinder>,
+    scaling: ConsumerScaling,
+    confirm_acks: HashMap<String, ConfirmAckCallback>,
+}
+
+/// A consumer binding to create.
+#[derive(Clone, Debug)]
+pub struct ConsumerRequest {
+    pub binding_name: String,
+    pub destination: String,
+    pub group: Option<String>,
+    pub properties: ConsumerProperties,
+}
+
+/// A producer binding to create.
+#[derive(Clone, Debug)]
+pub struct ProducerRequest {
+    pub binding_name: String,
+    pub destination: String,
+    pub properties: ProducerProperties,
+}
+
+impl TestBinder {
+    fn new(
+        env: Environment,
+        scaling: ConsumerScaling,
+        confirm_acks: HashMap<String, ConfirmAckCallback>,
+    ) -> Self {
+        let props: RabbitBinderProperties =
+            env.extended_binder("rabbit").expect("binder properties");
+        let binder =
+            RabbitBinder::new(&env, props, scaling.clone(), confirm_acks.clone()).expect("binder");
+        Self {
+            env,
+            harness: Harness::new(binder, "rabbit"),
+            scaling,
+            confirm_acks,
+        }
+    }
+
+    /// The binder with these scaling settings.
+    pub fn with_consumer_scaling(self, scaling: ConsumerScaling) -> Self {
+        Self::new(self.env, scaling, self.confirm_acks)
+    }
+
+    /// The binder with a confirm-ack callback registered.
+    pub fn with_confirm_ack_callback(
+        self,
+        name: &str,
+        callback: impl Fn(Message<Bytes>) + Send + Sync + 'static,
+    ) -> Self {
+        let mut acks = self.confirm_acks;
+        acks.insert(name.to_owned(), Arc::new(callback));
+        Self::new(self.env, self.scaling, acks)
+    }
+
+    pub fn binder(&self) -> &RabbitBinder {
+        self.harness.binder()
+    }
+
+    /// The old provisioner shape: provisioning lives on the binder itself.
+    pub fn provisioner(&self) -> &Self {
+        self
+    }
+
+    pub fn consumer_spec(&self, req: &ConsumerRequest) -> ConsumerSpec<RabbitConsumerProperties> {
+        let ext: RabbitConsumerProperties = self
+            .env
+            .extended_consumer("rabbit", &req.binding_name)
+            .expect("consumer properties");
+        let ack = req
+            .properties
+            .acknowledge_mode
+            .unwrap_or(ext.acknowledge_mode);
+        let spec = ConsumerSpec::new(
+            req.binding_name.as_str(),
+            req.destination.as_str(),
+            req.group.as_deref(),
+            ext,
+        );
+        let index = req.properties.instance_index.unwrap_or(0);
+        let count = req.properties.instance_count.unwrap_or(1);
+        spec.with_common(req.properties.clone())
+            .with_instance(index, count)
+            .with_acknowledge_mode(ack)
+    }
+
+    pub fn producer_spec(&self, req: &ProducerRequest) -> ProducerSpec<RabbitProducerProperties> {
+        let ext: RabbitProducerProperties = self
+            .env
+            .extended_producer("rabbit", &req.binding_name)
+            .expect("producer properties");
+        ProducerSpec::new(req.binding_name.as_str(), req.destination.as_str(), ext)
+            .with_common(req.properties.clone())
+    }
+
+    pub async fn provision_consumer(
+        &self,
+        req: &ConsumerRequest,
+    ) -> Result<ConsumerTopology, BinderError> {
+        self.binder()
+            .provision_consumer(&self.consumer_spec(req))
+            .await
+    }
+
+    pub async fn provision_producer(
+        &self,
+        req: &ProducerRequest,
+    ) -> Result<ProducerTopology, BinderError> {
+        self.binder()
+            .provision_producer(&self.producer_spec(req))
+            .await
+    }
+
+    /// Binds a consumer of an already provisioned destination.
+    pub async fn bind_consumer(
+        &self,
+        req: ConsumerRequest,
+        topology: ConsumerTopology,
+        handler: Arc<Recorder>,
+    ) -> Result<Box<dyn Binding>, BinderError> {
+        let spec = self.consumer_spec(&req);
+        self.harness
+            .bind_consumer_provisioned(spec, topology, move |m| {
+                let h = Arc::clone(&handler);
+                async move { h.handle(m) }
+            })
+            .await
+    }
+
+    /// Binds a batch consumer; `decide` answers for each batch.
+    pub async fn bind_batch_consumer<F, Fut>(
+        &self,
+        req: ConsumerRequest,
+        handler: F,
+    ) -> Result<Box<dyn Binding>, BinderError>
+    where
+        F: Fn(Vec<Message<Bytes>>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), FunctionError>> + Send + 'static,
+    {
+        let spec = self.consumer_spec(&req);
+        self.harness.bind_batch_consumer(spec, handler).await
+    }
+
+    /// Binds a consumer whose handler is a closure.
+    pub async fn bind_with<F, Fut>(
+        &self,
+        req: ConsumerRequest,
+        handler: F,
+    ) -> Result<Box<dyn Binding>, BinderError>
+    where
+        F: Fn(Message<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), FunctionError>> + Send + 'static,
+    {
+        let spec = self.consumer_spec(&req);
+        self.harness.bind_consumer(spec, handler).await
+    }
+
+    pub async fn bind_pollable(
+        &self,
+        req: ConsumerRequest,
+        _topology: ConsumerTopology,
+    ) -> Result<PolledSource<RabbitBinder>, BinderError> {
+        self.harness.bind_pollable(self.consumer_spec(&req)).await
+    }
+
+    pub async fn bind_producer(
+        &self,
+        req: ProducerRequest,
+        topology: ProducerTopology,
+    ) -> Result<TestProducer, BinderError> {
+        let spec = self.producer_spec(&req);
+        let p = self.binder().bind_producer(&spec, &topology).await?;
+        Ok(TestProducer(p))
+    }
+
+    pub async fn frame_max(&self) -> Option<u32> {
+        self.binder().frame_max().await
+    }
+
+    pub async fn close(&self) -> Result<(), BinderError> {
+        self.binder().close().await
+    }
+}
+
+/// A producer; a `scst_partition` header on a test's message becomes the outbound partition
+/// (the runtime hands the binder the partition as a field).
+pub struct TestProducer(pub RabbitProducerBinding);
+
+impl TestProducer {
+    pub async fn send(&self, mut message: Message<Bytes>) -> Result<(), BinderError> {
+        let partition = message
+            .headers_mut()
+            .remove(names::PARTITION)
+            .and_then(|v| v.to_i64_lenient())
+            .and_then(|p| u32::try_from(p).ok());
+        self.0
+            .send(Outbound::new(message).with_partition(partition))
+            .await
+    }
+
+    pub async fn flush(&self) -> Result<(), BinderError> {
+        self.0.flush().await
+    }
+
+    pub async fn close(&self) -> Result<(), BinderError> {
+        self.0.close().await
+    }
 }
 
 /// A raw client connection; failing to connect fails the test.
@@ -280,13 +500,43 @@ pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
+/// How a recording handler answers (the shapes of the binder's old `Disposition`): mapped to
+/// what a function returns, so the runtime settles as it would.
+#[derive(Debug)]
+pub enum Disposition {
+    /// Processed.
+    Ack,
+    /// Reject; `requeue` asks for redelivery.
+    Reject {
+        /// Whether to requeue.
+        requeue: bool,
+    },
+    /// Failed for good (retries are off in these requests: `default-retryable=false`).
+    Recover(FailedMessage),
+}
+
 type Decide = dyn Fn(&Message<Bytes>) -> Disposition + Send + Sync;
 
-/// An InboundHandler that records every message and answers with `decide`.
+/// A handler that records every message and answers with `decide`.
 pub struct Recorder {
     pub tx: mpsc::UnboundedSender<Message<Bytes>>,
     pub decide: Box<Decide>,
-    pub raw_seen: Mutex<u32>,
+}
+
+impl Recorder {
+    fn handle(&self, m: Message<Bytes>) -> Result<(), FunctionError> {
+        let d = (self.decide)(&m);
+        let _ = self.tx.send(m);
+        match d {
+            Disposition::Ack => Ok(()),
+            Disposition::Reject { requeue: true } => Err(FunctionError::requeue("requeue")),
+            Disposition::Reject { requeue: false } => {
+                Err(FunctionError::reject_and_dont_requeue("rejected"))
+            }
+            Disposition::Recover(failed) => Err(Arc::try_unwrap(failed.error)
+                .unwrap_or_else(|shared| FunctionError::msg(shared.to_string()))),
+        }
+    }
 }
 
 pub fn recorder(
@@ -297,26 +547,9 @@ pub fn recorder(
         Arc::new(Recorder {
             tx,
             decide: Box::new(decide),
-            raw_seen: Mutex::new(0),
         }),
         rx,
     )
-}
-
-#[async_trait]
-impl InboundHandler for Recorder {
-    async fn handle(&self, delivery: Delivery) -> Disposition {
-        if delivery.raw.as_ref().is_some_and(|r| {
-            r.downcast_ref::<binder_rabbit::RabbitRawMessage>()
-                .is_some()
-        }) && let Ok(mut n) = self.raw_seen.lock()
-        {
-            *n += 1;
-        }
-        let d = (self.decide)(&delivery.message);
-        let _ = self.tx.send(delivery.message);
-        d
-    }
 }
 
 pub async fn recv(
@@ -326,13 +559,16 @@ pub async fn recv(
     tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
 }
 
+/// Common properties of the tests' consumers: no retry by the runtime (a failing handler
+/// fails once; `max-attempts` still drives the settlement rules).
+fn test_consumer_properties() -> ConsumerProperties {
+    let mut p = ConsumerProperties::default();
+    p.default_retryable = false;
+    p
+}
+
 pub fn consumer_request(binding: &str, destination: &str, group: Option<&str>) -> ConsumerRequest {
-    ConsumerRequest::new(
-        binding,
-        destination,
-        group.map(str::to_owned),
-        ConsumerProperties::default(),
-    )
+    consumer_request_with(binding, destination, group, |_| {})
 }
 
 pub fn consumer_request_with(
@@ -341,9 +577,14 @@ pub fn consumer_request_with(
     group: Option<&str>,
     f: impl FnOnce(&mut ConsumerProperties),
 ) -> ConsumerRequest {
-    let mut p = ConsumerProperties::default();
+    let mut p = test_consumer_properties();
     f(&mut p);
-    ConsumerRequest::new(binding, destination, group.map(str::to_owned), p)
+    ConsumerRequest {
+        binding_name: binding.to_owned(),
+        destination: destination.to_owned(),
+        group: group.map(str::to_owned),
+        properties: p,
+    }
 }
 
 pub fn producer_request(
@@ -353,17 +594,20 @@ pub fn producer_request(
 ) -> ProducerRequest {
     let mut p = ProducerProperties::default();
     f(&mut p);
-    ProducerRequest::new(binding, destination, p)
+    ProducerRequest {
+        binding_name: binding.to_owned(),
+        destination: destination.to_owned(),
+        properties: p,
+    }
 }
 
 /// Provisions and binds a consumer in one go.
 pub async fn bind(
-    binder: &RabbitBinder,
+    binder: &TestBinder,
     request: ConsumerRequest,
     handler: Arc<Recorder>,
-) -> Box<dyn binder_rabbit::stream_core::binder::Binding> {
+) -> Box<dyn Binding> {
     let dest = binder
-        .provisioner()
         .provision_consumer(&request)
         .await
         .expect("provision consumer");

@@ -138,6 +138,21 @@ impl AppShared {
             .resolve(binding, props.binder.as_deref())
             .await?;
         let retry = self.retry_policy(binding, props)?;
+        // Spring's BindingService: a partitioned binding with an `instance-index-list` binds one
+        // consumer per listed partition, each as if it were that instance.
+        let list = if props.consumer.instance_index_list.is_empty() {
+            &self.config.stream().instance_index_list
+        } else {
+            &props.consumer.instance_index_list
+        };
+        let partitions: Vec<Option<u32>> = if props.consumer.partitioned && !list.is_empty() {
+            let mut l = list.clone();
+            l.sort_unstable();
+            l.dedup();
+            l.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
         let mut bound = Vec::new();
         for destination in split_destinations(props.destination_or(binding)) {
             let pipeline = self.pipeline(
@@ -148,22 +163,25 @@ impl AppShared {
                 &retry,
                 &handlers,
             );
-            tracing::info!(binding, destination = %destination, "binding consumer");
-            let b = binder
-                .bind_input(InputRequest {
-                    binding,
-                    destination: &destination,
-                    props,
-                    stream: self.config.stream(),
-                    pipeline,
-                    timing: self.timing(),
-                })
-                .await
-                .map_err(|source| StreamError::Binder {
-                    binding: binding.to_owned(),
-                    source,
-                })?;
-            bound.push(b);
+            for &partition in &partitions {
+                tracing::info!(binding, destination = %destination, ?partition, "binding consumer");
+                let b = binder
+                    .bind_input(InputRequest {
+                        binding,
+                        destination: &destination,
+                        partition,
+                        props,
+                        stream: self.config.stream(),
+                        pipeline: Arc::clone(&pipeline),
+                        timing: self.timing(),
+                    })
+                    .await
+                    .map_err(|source| StreamError::Binder {
+                        binding: binding.to_owned(),
+                        source,
+                    })?;
+                bound.push(b);
+            }
         }
         Ok(bound)
     }
@@ -193,6 +211,7 @@ impl AppShared {
             .bind_pollable(InputRequest {
                 binding,
                 destination: &destination,
+                partition: None,
                 props,
                 stream: self.config.stream(),
                 pipeline: Arc::clone(&pipeline),

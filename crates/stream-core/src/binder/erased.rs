@@ -28,6 +28,9 @@ use crate::process::pipeline::ConsumerPipeline;
 pub(crate) struct InputRequest<'a> {
     pub(crate) binding: &'a str,
     pub(crate) destination: &'a str,
+    /// One partition of `instance-index-list` (Spring binds one consumer per listed
+    /// partition, each as if it were that instance).
+    pub(crate) partition: Option<u32>,
     pub(crate) props: &'a BindingProperties,
     pub(crate) stream: &'a StreamProperties,
     pub(crate) pipeline: Arc<ConsumerPipeline>,
@@ -253,7 +256,10 @@ impl<B: Binder> BinderAdapter<B> {
         if let Some(cap) = required_capability(acknowledge_mode) {
             self.require(req.binding, cap)?;
         }
-        let instance_index = common.instance_index.unwrap_or(req.stream.instance_index);
+        let instance_index = req
+            .partition
+            .or(common.instance_index)
+            .unwrap_or(req.stream.instance_index);
         let instance_count = common.instance_count.unwrap_or(req.stream.instance_count);
         let mut spec = ConsumerSpec {
             binding: req.binding.into(),
@@ -266,7 +272,10 @@ impl<B: Binder> BinderAdapter<B> {
             instance_count,
             partitions: Vec::new(),
         };
-        spec.partitions = spec.derive_partitions(&req.stream.instance_index_list);
+        spec.partitions = match req.partition {
+            Some(p) if spec.common.partitioned => vec![p],
+            _ => spec.derive_partitions(&req.stream.instance_index_list),
+        };
         if let Some(&p) = spec
             .partitions
             .iter()
@@ -402,11 +411,12 @@ impl<B: Binder> DynBinder for BinderAdapter<B> {
             req.binding,
             &source.recovery(),
         )?;
-        Ok(Box::new(PollableAdapter {
-            recovery: source.recovery(),
-            source: Arc::new(source),
-            ack_mode: spec.acknowledge_mode,
-        }))
+        let recovery = source.recovery();
+        Ok(Box::new(PollableAdapter::new(
+            source,
+            recovery,
+            spec.acknowledge_mode,
+        )))
     }
 
     async fn close(&self) -> Result<(), BinderError> {
@@ -472,10 +482,20 @@ impl<B: Binder> DynProducer for ProducerSlot<B> {
     }
 }
 
-struct PollableAdapter<P: Pollable> {
+pub(crate) struct PollableAdapter<P: Pollable> {
     source: Arc<P>,
     recovery: super::Recovery,
     ack_mode: AckMode,
+}
+
+impl<P: Pollable> PollableAdapter<P> {
+    pub(crate) fn new(source: P, recovery: super::Recovery, ack_mode: AckMode) -> Self {
+        Self {
+            source: Arc::new(source),
+            recovery,
+            ack_mode,
+        }
+    }
 }
 
 #[async_trait]

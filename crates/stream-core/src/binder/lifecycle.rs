@@ -226,6 +226,12 @@ impl<B: Binder> ConsumerBinding<B> {
         Self { inner }
     }
 
+    /// Uses an already provisioned destination (the binding skips provisioning).
+    pub(crate) async fn with_destination(self, destination: B::ConsumerDestination) -> Self {
+        self.inner.control.lock().await.destination = Some(destination);
+        self
+    }
+
     /// Provisions and binds (starting it when `auto-startup`). A broker that cannot be reached
     /// is retried in the background every `binding-retry-interval` (late binding), unless the
     /// interval is zero; other errors are returned.

@@ -457,6 +457,10 @@ impl<C: Consumer> Sink<C> {
     /// Processes one delivery and settles it; returns when it is settled. Held while the
     /// binding is paused; handed back ([`Settlement::Requeue`]) when it is stopping.
     pub async fn dispatch(&self, delivery: Delivery<C::Raw>) {
+        if self.shared.pipeline.batch_invoker.is_some() {
+            // A batch function takes even a single delivery as a batch.
+            return self.dispatch_batch(vec![delivery]).await;
+        }
         let _inflight = self.shared.inflight.enter();
         if !self.pass().await {
             self.hand_back(&delivery.raw).await;

@@ -29,6 +29,7 @@
 //! `cargo test` lists them without a broker and `cargo xtask itest` runs them with `--ignored`.
 
 mod control;
+mod harness;
 mod scenarios;
 mod support;
 
@@ -41,6 +42,7 @@ use std::time::Duration;
 use stream_config::Environment;
 
 pub use control::{BrokerControl, TcpProxy, WireProbe, WireTap};
+pub use harness::{Harness, PolledSource};
 
 use crate::binder::{AnyBinderFactory, BinderFactory, Capabilities, Capability};
 
@@ -256,6 +258,8 @@ pub struct Kit {
     pub(crate) dead_letters: Option<DeadLetterReader>,
     pub(crate) broker: Option<Arc<dyn BrokerControl>>,
     pub(crate) probe: Option<Arc<dyn WireProbe>>,
+    /// Trials that cut the broker off run one at a time (they share the control).
+    control_lock: Arc<tokio::sync::Mutex<()>>,
     ignored: Option<String>,
     only: Option<Vec<Scenario>>,
 }
@@ -288,6 +292,7 @@ impl Kit {
             dead_letters: None,
             broker: None,
             probe: None,
+            control_lock: Arc::new(tokio::sync::Mutex::new(())),
             ignored: None,
             only: None,
         }
@@ -360,18 +365,28 @@ impl Kit {
     }
 
     /// The kit as the trials that cut the broker off see it: the control's factory (if it has
-    /// one) and its properties.
-    pub(crate) fn under_control(&self) -> Result<(Kit, Arc<dyn BrokerControl>), TrialFailure> {
+    /// one) and its properties; the guard keeps other such trials out until it is dropped.
+    pub(crate) async fn under_control(
+        &self,
+    ) -> Result<
+        (
+            Kit,
+            Arc<dyn BrokerControl>,
+            tokio::sync::OwnedMutexGuard<()>,
+        ),
+        TrialFailure,
+    > {
         let control = self
             .broker
             .clone()
             .ok_or("no broker control given (Kit::with_broker_control)")?;
+        let guard = Arc::clone(&self.control_lock).lock_owned().await;
         let mut kit = self.clone();
         if let Some(f) = control.factory() {
             kit.factory = f;
         }
         kit.properties.extend(control.properties());
-        Ok((kit, control))
+        Ok((kit, control, guard))
     }
 
     /// The binder's capabilities (creates one binder to ask).

@@ -170,7 +170,7 @@ pub(super) async fn no_redelivery_after_ack(kit: &Kit) -> TrialResult {
 /// An application started while the broker is unreachable does not fail; its bindings say
 /// they are not running and bind once the broker is back.
 pub(super) async fn late_binding(kit: &Kit) -> TrialResult {
-    let (kit, control) = kit.under_control()?;
+    let (kit, control, _exclusive) = kit.under_control().await?;
     let kit = &kit;
     let dest = kit.unique("late");
     control.cut().await;
@@ -212,7 +212,7 @@ pub(super) async fn late_binding(kit: &Kit) -> TrialResult {
 
 /// A consumer cut off from the broker is not reported running; it recovers by itself.
 pub(super) async fn dead_consumer_is_reported(kit: &Kit) -> TrialResult {
-    let (kit, control) = kit.under_control()?;
+    let (kit, control, _exclusive) = kit.under_control().await?;
     let kit = &kit;
     let dest = kit.unique("dead");
     let (app, mut rx) = kit.sink(&dest, &group("g")).await?;

@@ -1,0 +1,335 @@
+//! One consumer task: subscribe, hand every delivery to the runtime's sink, notice a lost
+//! channel or connection (also one lost right after subscribing), recover after
+//! `recovery-interval`, and scale between `concurrency` and `max-concurrency`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::Channel;
+use lapin::options::BasicCancelOptions;
+use stream_core::binder::{Delivery, Sink, SourceStatus};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::context::ConsumerContext;
+use super::raw::RabbitRawMessage;
+use super::{Inner, RabbitConsumer};
+use crate::error::{RabbitError, amqp_error};
+use crate::scaling::{Activity, ScaleStep};
+use crate::transaction::{self, TxContext};
+
+/// How often a consumer checks that its channel and connection are still open: lapin may not
+/// tell a consumer that registered after its connection died.
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
+
+/// Bounds closing a channel (a dead connection must not hold a stopping consumer).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tells `start` whether the first subscription worked (or failed for good).
+pub(crate) type FirstStart = oneshot::Sender<Result<(), RabbitError>>;
+
+enum LoopEnd {
+    Stopped,
+    Lost(String),
+    /// Idle with more consumers than `concurrency`: this one stops (`max-concurrency`).
+    Retired,
+}
+
+fn report_first(first: &mut Option<FirstStart>, r: Result<(), RabbitError>) {
+    if let Some(tx) = first.take() {
+        let _ = tx.send(r);
+    }
+}
+
+/// Sleeps `d`; `false` when the consumer stops meanwhile.
+async fn sleep_unless_stopped(
+    d: Duration,
+    stopped: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stopped => false,
+    }
+}
+
+/// Hands deliveries to the runtime inside the consumer's transaction when transacted.
+async fn dispatch(
+    ctx: &ConsumerContext,
+    sink: &Sink<RabbitConsumer>,
+    channel: &Channel,
+    batch: Vec<Delivery<RabbitRawMessage>>,
+) {
+    let run = async {
+        if ctx.gather {
+            sink.dispatch_batch(batch).await;
+        } else {
+            for d in batch {
+                sink.dispatch(d).await;
+            }
+        }
+    };
+    if ctx.props.transacted && !ctx.no_ack {
+        let tx = TxContext {
+            binder: ctx.shared.id(),
+            channel: channel.clone(),
+        };
+        transaction::scope(tx, run).await;
+    } else {
+        run.await;
+    }
+}
+
+/// One consumer task: consume while the binding runs, recover when the connection is lost.
+pub(crate) async fn run(
+    ctx: Arc<ConsumerContext>,
+    consumer: Arc<Inner>,
+    index: u32,
+    sink: Sink<RabbitConsumer>,
+    mut first: Option<FirstStart>,
+) {
+    let mut stopped = Box::pin(sink.stopped());
+    let mut missing_attempts = 0u32;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let opened = tokio::select! {
+            _ = &mut stopped => return,
+            r = ctx.open() => r,
+        };
+        match opened {
+            Ok((channel, subscription)) => {
+                missing_attempts = 0;
+                report_first(&mut first, Ok(()));
+                sink.report(SourceStatus::Consuming);
+                tracing::info!(
+                    binding = %ctx.binding,
+                    queue = %ctx.queue(),
+                    consumer = index,
+                    tag = %subscription.tag(),
+                    "consuming"
+                );
+                let end =
+                    consume(&ctx, &consumer, &channel, subscription, &sink, &mut stopped).await;
+                if channel.status().connected() {
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        channel.close(200, "consumer stopped".into()),
+                    )
+                    .await;
+                }
+                match end {
+                    LoopEnd::Stopped => return,
+                    LoopEnd::Retired => {
+                        tracing::info!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            consumer = index,
+                            consumers = ctx.scaler.as_ref().map_or(0, |s| s.running()),
+                            "idle consumer stopped (scaling down toward concurrency)"
+                        );
+                        return;
+                    }
+                    LoopEnd::Lost(reason) => {
+                        tracing::warn!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            reason = %reason,
+                            retry_in = ?ctx.props.recovery_interval,
+                            "consumer lost its channel or connection; recovering"
+                        );
+                        sink.report(SourceStatus::Lost {
+                            reason: format!(
+                                "consumer of queue `{}` lost its channel or connection ({reason}); recovering every {:?} (recovery-interval)",
+                                ctx.queue(),
+                                ctx.props.recovery_interval
+                            ),
+                        });
+                        if !sleep_unless_stopped(ctx.props.recovery_interval, &mut stopped).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let code = match &e {
+                    RabbitError::Lapin { source, .. } => amqp_error(source).map(|(c, _)| c),
+                    _ => None,
+                };
+                let delay = match code {
+                    Some(404) => {
+                        missing_attempts += 1;
+                        if ctx.props.missing_queues_fatal
+                            && missing_attempts > ctx.props.queue_declaration_retries
+                        {
+                            tracing::error!(
+                                binding = %ctx.binding,
+                                queue = %ctx.queue(),
+                                error = %e,
+                                "queue is missing and missing-queues-fatal is set; consumer stopped"
+                            );
+                            let reason = format!(
+                                "queue `{}` is missing and missing-queues-fatal is set; the consumer stopped: {e}",
+                                ctx.queue()
+                            );
+                            if first.is_some() {
+                                report_first(&mut first, Err(e));
+                                return;
+                            }
+                            // Stopped for good: the binding shows why until it is restarted.
+                            sink.report(SourceStatus::Lost { reason });
+                            stopped.as_mut().await;
+                            return;
+                        }
+                        tracing::warn!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            error = %e,
+                            retry_in = ?ctx.props.failed_declaration_retry_interval,
+                            "queue not found; will retry"
+                        );
+                        if !ctx.props.missing_queues_fatal {
+                            report_first(&mut first, Ok(()));
+                        }
+                        sink.report(SourceStatus::Lost {
+                            reason: format!("queue `{}` not found; retrying: {e}", ctx.queue()),
+                        });
+                        ctx.props.failed_declaration_retry_interval
+                    }
+                    Some(403 | 405) if ctx.props.exclusive => {
+                        tracing::info!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            "another consumer holds the exclusive consumer; standing by"
+                        );
+                        report_first(&mut first, Ok(()));
+                        ctx.props.recovery_interval
+                    }
+                    _ if e.is_transient() => {
+                        tracing::warn!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            attempt,
+                            error = %e,
+                            retry_in = ?ctx.props.recovery_interval,
+                            "RabbitMQ not reachable; will retry"
+                        );
+                        report_first(&mut first, Ok(()));
+                        sink.report(SourceStatus::Lost {
+                            reason: format!(
+                                "RabbitMQ not reachable ({e}); retrying every {:?} (recovery-interval)",
+                                ctx.props.recovery_interval
+                            ),
+                        });
+                        ctx.props.recovery_interval
+                    }
+                    _ => {
+                        if first.is_some() {
+                            report_first(&mut first, Err(e));
+                            return;
+                        }
+                        tracing::error!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            error = %e,
+                            retry_in = ?ctx.props.recovery_interval,
+                            "consumer could not start; will retry"
+                        );
+                        sink.report(SourceStatus::Lost {
+                            reason: format!("consumer could not start ({e}); retrying"),
+                        });
+                        ctx.props.recovery_interval
+                    }
+                };
+                if !sleep_unless_stopped(delay, &mut stopped).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn consume(
+    ctx: &Arc<ConsumerContext>,
+    consumer: &Arc<Inner>,
+    channel: &Channel,
+    mut subscription: lapin::Consumer,
+    sink: &Sink<RabbitConsumer>,
+    stopped: &mut (impl Future<Output = ()> + Unpin),
+) -> LoopEnd {
+    let tag = subscription.tag().as_str().to_owned();
+    let mut activity = Activity::default();
+    let scaling = ctx.scaler.is_some();
+    let mut health = tokio::time::interval(HEALTH_CHECK);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(ctx.props.receive_timeout);
+    tokio::pin!(idle);
+    let mapping = ctx.mapping();
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *stopped => return LoopEnd::Stopped,
+            next = subscription.next() => match next {
+                Some(Ok(delivery)) => {
+                    let span = tracing::debug_span!(
+                        "rabbit.consume",
+                        binding = %ctx.binding,
+                        queue = %ctx.queue(),
+                        delivery_tag = delivery.delivery_tag
+                    );
+                    let mut batch = vec![mapping.delivery(&tag, channel, delivery)];
+                    if ctx.gather {
+                        // Spring's consumer-side batching: up to batch-size deliveries, each
+                        // waited for at most receive-timeout.
+                        while batch.len() < ctx.props.batch_size as usize {
+                            match tokio::time::timeout(ctx.props.receive_timeout, subscription.next()).await {
+                                Ok(Some(Ok(d))) => batch.push(mapping.delivery(&tag, channel, d)),
+                                Ok(Some(Err(e))) => {
+                                    dispatch(ctx, sink, channel, batch).instrument(span).await;
+                                    return LoopEnd::Lost(e.to_string());
+                                }
+                                Ok(None) => {
+                                    dispatch(ctx, sink, channel, batch).instrument(span).await;
+                                    return LoopEnd::Lost("the broker cancelled the consumer".to_owned());
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    dispatch(ctx, sink, channel, batch).instrument(span).await;
+                    idle.as_mut().reset(tokio::time::Instant::now() + ctx.props.receive_timeout);
+                    if let Some(scaler) = &ctx.scaler
+                        && scaler.on_message(&mut activity) == ScaleStep::Add
+                    {
+                        consumer.add_consumer(sink);
+                    }
+                }
+                Some(Err(e)) => return LoopEnd::Lost(e.to_string()),
+                None => return LoopEnd::Lost("the broker cancelled the consumer".to_owned()),
+            },
+            _ = health.tick() => {
+                if !channel.status().connected() {
+                    return LoopEnd::Lost("the channel or its connection closed".to_owned());
+                }
+            }
+            _ = &mut idle, if scaling => {
+                idle.as_mut().reset(tokio::time::Instant::now() + ctx.props.receive_timeout);
+                if let Some(scaler) = &ctx.scaler
+                    && scaler.on_idle(&mut activity) == ScaleStep::Retire
+                {
+                    if let Err(e) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
+                        tracing::debug!(binding = %ctx.binding, error = %e, "basic.cancel failed");
+                    }
+                    // Handle what the broker sent before it stopped, so nothing is redelivered.
+                    while let Ok(Some(Ok(d))) =
+                        tokio::time::timeout(ctx.props.receive_timeout, subscription.next()).await
+                    {
+                        dispatch(ctx, sink, channel, vec![mapping.delivery(&tag, channel, d)]).await;
+                    }
+                    return LoopEnd::Retired;
+                }
+            }
+        }
+    }
+}
