@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use stream_core::binder::{
-    Binder, BinderContext, BinderFactory, Binding, Capabilities, Capability, ConsumerDestination,
-    ConsumerRequest, InboundHandler, Producer, ProducerDestination, ProducerRequest, Provisioner,
+    Binder, BinderContext, BinderFactory, BindingState, Capabilities, Capability, ConsumerSpec,
+    ProducerSpec,
 };
-use stream_core::memory::{InMemoryBinder, InMemoryBinderFactory, InMemoryBroker};
-use stream_core::stream_config::ExtensionSchema;
+use stream_core::memory::{
+    InMemoryBinder, InMemoryBinderFactory, InMemoryBroker, MemoryBinderProperties,
+    MemoryConsumer, MemoryConsumerProperties, MemoryDestination, MemoryPollable, MemoryProducer,
+    MemoryProducerProperties,
+};
 use stream_core::{BinderError, FunctionError, Message, StreamApp};
 use stream_tests::env;
 
@@ -22,59 +24,64 @@ struct Flaky {
     caps: Capabilities,
 }
 
-#[async_trait]
-impl Provisioner for Flaky {
-    async fn provision_producer(
-        &self,
-        r: &ProducerRequest,
-    ) -> Result<ProducerDestination, BinderError> {
-        self.inner.provisioner().provision_producer(r).await
+impl Binder for Flaky {
+    type ConsumerProperties = MemoryConsumerProperties;
+    type ProducerProperties = MemoryProducerProperties;
+    type ConsumerDestination = MemoryDestination;
+    type ProducerDestination = String;
+    type Consumer = MemoryConsumer;
+    type Producer = MemoryProducer;
+    type Pollable = MemoryPollable;
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
     }
+
     async fn provision_consumer(
         &self,
-        r: &ConsumerRequest,
-    ) -> Result<ConsumerDestination, BinderError> {
+        spec: &ConsumerSpec<MemoryConsumerProperties>,
+    ) -> Result<MemoryDestination, BinderError> {
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(BinderError::Connection {
-                target: "flaky:1".into(),
-                reason: "connection refused".into(),
-                source: None,
-            });
+            return Err(BinderError::connection("flaky:1", "connection refused"));
         }
-        self.inner.provisioner().provision_consumer(r).await
+        self.inner.provision_consumer(spec).await
     }
-}
 
-#[async_trait]
-impl Binder for Flaky {
-    fn binder_type(&self) -> &str {
-        "flaky"
+    async fn provision_producer(
+        &self,
+        spec: &ProducerSpec<MemoryProducerProperties>,
+    ) -> Result<String, BinderError> {
+        self.inner.provision_producer(spec).await
     }
-    fn capabilities(&self) -> Capabilities {
-        self.caps
-    }
-    fn provisioner(&self) -> &dyn Provisioner {
-        self
-    }
+
     async fn bind_consumer(
         &self,
-        r: ConsumerRequest,
-        d: ConsumerDestination,
-        h: Arc<dyn InboundHandler>,
-    ) -> Result<Box<dyn Binding>, BinderError> {
-        self.inner.bind_consumer(r, d, h).await
+        spec: &ConsumerSpec<MemoryConsumerProperties>,
+        d: &MemoryDestination,
+    ) -> Result<MemoryConsumer, BinderError> {
+        self.inner.bind_consumer(spec, d).await
     }
+
     async fn bind_producer(
         &self,
-        r: ProducerRequest,
-        d: ProducerDestination,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        self.inner.bind_producer(r, d).await
+        spec: &ProducerSpec<MemoryProducerProperties>,
+        d: &String,
+    ) -> Result<MemoryProducer, BinderError> {
+        self.inner.bind_producer(spec, d).await
     }
+
+    async fn bind_pollable(
+        &self,
+        spec: &ConsumerSpec<MemoryConsumerProperties>,
+        d: &MemoryDestination,
+    ) -> Result<MemoryPollable, BinderError> {
+        self.inner.bind_pollable(spec, d).await
+    }
+
     async fn close(&self) -> Result<(), BinderError> {
         Ok(())
     }
@@ -86,20 +93,20 @@ struct FlakyFactory {
     caps: Capabilities,
 }
 
-#[async_trait]
 impl BinderFactory for FlakyFactory {
+    type Binder = Flaky;
+    type Properties = MemoryBinderProperties;
+
     fn binder_type(&self) -> &'static str {
         "flaky"
     }
-    fn extension_schema(&self) -> Option<ExtensionSchema> {
-        None
-    }
-    async fn create(&self, ctx: BinderContext) -> Result<Arc<dyn Binder>, BinderError> {
-        Ok(Arc::new(Flaky {
-            inner: InMemoryBinder::new(self.broker.clone(), ctx.environment),
+
+    async fn create(&self, _ctx: BinderContext<MemoryBinderProperties>) -> Result<Flaky, BinderError> {
+        Ok(Flaky {
+            inner: InMemoryBinder::new(self.broker.clone()),
             failures_left: AtomicU32::new(self.failures),
             caps: self.caps,
-        }))
+        })
     }
 }
 
@@ -130,7 +137,22 @@ async fn unreachable_broker_at_bind_time_is_retried_every_binding_retry_interval
         .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
         .build()
         .await
-        .expect("binds after the broker comes back");
+        .expect("the application starts while the broker is unreachable (late binding)");
+    assert_eq!(start.elapsed(), Duration::ZERO, "build does not wait");
+    let binding = app.consumer_bindings("c-in-0")[0];
+    let status = binding.status();
+    assert_eq!(status.state, BindingState::Starting);
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("connection refused") && r.contains("binding-retry-interval")),
+        "{status:?}"
+    );
+    assert!(broker.queues("c-in-0").is_empty());
+    while binding.state() != BindingState::Running {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         start.elapsed(),
         Duration::from_secs(14),
@@ -138,6 +160,25 @@ async fn unreachable_broker_at_bind_time_is_retried_every_binding_retry_interval
     );
     assert_eq!(broker.queues("c-in-0"), vec!["c-in-0.g"]);
     app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_zero_binding_retry_interval_makes_an_unreachable_broker_fatal() {
+    let err = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.binding-retry-interval", "0"),
+            ("spring.cloud.stream.bindings.c-in-0.group", "g"),
+        ]))
+        .binder(FlakyFactory {
+            broker: InMemoryBroker::new(),
+            failures: 1,
+            caps: all_caps(),
+        })
+        .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+        .build()
+        .await
+        .expect_err("fatal");
+    assert!(err.to_string().contains("connection refused"), "{err}");
 }
 
 #[tokio::test]

@@ -97,6 +97,7 @@ async fn partitioned_producer_feeds_two_instances_by_java_hash() {
         let got = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = Arc::clone(&got);
         let idx = index.to_string();
+        let instance = index;
         let app = StreamApp::builder()
             .environment(env(&[
                 (
@@ -115,13 +116,15 @@ async fn partitioned_producer_feeds_two_instances_by_java_hash() {
             .consumer("sink", move |m: Message<Order>| {
                 let sink = Arc::clone(&sink);
                 async move {
-                    let p = m
-                        .headers()
-                        .get(names::PARTITION)
-                        .and_then(HeaderValue::as_i64);
+                    // The partition reaches the broker as routing, never as a header.
+                    let leaked = m.headers().get(names::PARTITION).is_some();
                     sink.lock()
                         .map_err(|_| FunctionError::msg("poisoned"))?
-                        .push(format!("{}@{}", m.payload().id, p.unwrap_or(-1)));
+                        .push(if leaked {
+                            format!("{} leaked scst_partition", m.payload().id)
+                        } else {
+                            format!("{}@{instance}", m.payload().id)
+                        });
                     Ok::<_, FunctionError>(())
                 }
             })

@@ -441,10 +441,10 @@ impl<C: Consumer> Sink<C> {
     /// Waits while the binding is paused; `false` when it is stopping.
     async fn pass(&self) -> bool {
         let mut gate = self.shared.gate.clone();
-        match gate.wait_for(|g| *g != GateState::Paused).await.map(|g| *g) {
-            Ok(GateState::Open) => true,
-            _ => false,
-        }
+        matches!(
+            gate.wait_for(|g| *g != GateState::Paused).await.map(|g| *g),
+            Ok(GateState::Open)
+        )
     }
 
     /// A delivery that arrived while the binding stops goes back to the broker.

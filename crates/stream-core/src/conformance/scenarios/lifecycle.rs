@@ -258,7 +258,9 @@ pub(super) async fn capabilities_match_behaviour(kit: &Kit) -> TrialResult {
         );
         v
     };
-    let cases: Vec<(Capability, Vec<(String, String)>, bool)> = vec![
+    // (capability, properties, whether a consumer function is registered)
+    type Case = (Capability, Vec<(String, String)>, bool);
+    let cases: Vec<Case> = vec![
         (
             Capability::ManualAck,
             consumer(&[("consumer.acknowledge-mode", "MANUAL")]),
