@@ -122,9 +122,7 @@ impl RoutingKey {
     }
 }
 
-/// Receives each message the broker confirmed for a producer whose `confirm-ack-channel` names it
-/// (the message as sent, plus header `amqp_publishConfirm=true`).
-pub type ConfirmAckCallback = Arc<dyn Fn(Message<Bytes>) + Send + Sync>;
+pub use crate::shared::ConfirmAckCallback;
 
 /// Header added to messages handed to a confirm-ack callback (Spring Integration's
 /// `AmqpHeaders.PUBLISH_CONFIRM`).

@@ -3,15 +3,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use stream_core::Message;
+
 use stream_core::BinderError;
 use tokio_util::sync::CancellationToken;
 
 use crate::affinity::QueueLocator;
 use crate::config::{RabbitBinderProperties, RabbitConnectionProperties};
 use crate::connection::ConnectionSlot;
-use crate::producer::ConfirmAckCallback;
 use crate::provisioning::{self, DeclarationPlan};
 use crate::scaling::ConsumerScaling;
+
+/// Receives each message the broker confirmed for a producer whose `confirm-ack-channel` names it
+/// (the message as sent, plus header `amqp_publishConfirm=true`).
+pub type ConfirmAckCallback = Arc<dyn Fn(Message<Bytes>) + Send + Sync>;
 
 /// State shared by a binder's provisioner, consumers and producers.
 pub(crate) struct Shared {

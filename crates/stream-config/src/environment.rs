@@ -10,8 +10,8 @@ use figment::value::{Dict, Map, Tag, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use crate::error::ConfigError;
-use crate::field::{Properties, map_key_from_raw};
-use crate::key::{canonical_key, canonical_segment};
+use crate::key::canonical_key;
+use crate::key::map_key_from_raw;
 use crate::origin::Origin;
 use crate::schema::Node;
 use crate::secret;
@@ -229,72 +229,6 @@ impl Environment {
             raw_env: self.raw_env.clone(),
             layers: None,
         }
-    }
-
-    /// Overlays the values found under `prefix` onto `target` (fields without a value keep theirs).
-    ///
-    /// ```
-    /// use stream_config::{ConsumerProperties, Environment};
-    /// let env = Environment::builder().map("test", [("app.consumer.max-attempts", "7")]).build()?;
-    /// let mut c = ConsumerProperties::default();
-    /// env.bind("app.consumer", &mut c)?;
-    /// assert_eq!((c.max_attempts, c.concurrency), (7, 1));
-    /// # Ok::<(), stream_config::ConfigError>(())
-    /// ```
-    pub fn bind<T: Properties>(&self, prefix: &str, target: &mut T) -> Result<(), ConfigError> {
-        target.bind_from(self, &canonical_key(prefix))
-    }
-
-    /// A binder extension's binder-level properties: `spring.cloud.stream.<type>.binder.*`.
-    pub fn extended_binder<B: Properties>(&self, binder_type: &str) -> Result<B, ConfigError> {
-        let mut b = B::default();
-        self.bind(
-            &format!(
-                "spring.cloud.stream.{}.binder",
-                canonical_segment(binder_type)
-            ),
-            &mut b,
-        )?;
-        Ok(b)
-    }
-
-    /// A binder extension's consumer properties for `binding`:
-    /// `spring.cloud.stream.<type>.default.consumer.*`, then `...<type>.bindings.<binding>.consumer.*`.
-    pub fn extended_consumer<C: Properties>(
-        &self,
-        binder_type: &str,
-        binding: &str,
-    ) -> Result<C, ConfigError> {
-        self.extended(binder_type, binding, "consumer")
-    }
-
-    /// A binder extension's producer properties for `binding` (layered like
-    /// [`extended_consumer`](Self::extended_consumer)).
-    pub fn extended_producer<P: Properties>(
-        &self,
-        binder_type: &str,
-        binding: &str,
-    ) -> Result<P, ConfigError> {
-        self.extended(binder_type, binding, "producer")
-    }
-
-    fn extended<T: Properties>(
-        &self,
-        binder_type: &str,
-        binding: &str,
-        side: &str,
-    ) -> Result<T, ConfigError> {
-        let t = canonical_segment(binder_type);
-        let mut v = T::default();
-        self.bind(&format!("spring.cloud.stream.{t}.default.{side}"), &mut v)?;
-        self.bind(
-            &format!(
-                "spring.cloud.stream.{t}.bindings.{}.{side}",
-                canonical_segment(binding)
-            ),
-            &mut v,
-        )?;
-        Ok(v)
     }
 
     /// Properties whose canonical key starts with `prefix` (sorted).

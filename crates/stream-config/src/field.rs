@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::environment::{Environment, Property};
 use crate::error::ConfigError;
-use crate::key::{self, RawSegment};
+use crate::key::{self, canonical_key, canonical_segment, map_key_from_raw};
 use crate::secret::{self, Secret};
 
 /// What shape a property has (used for validation, environment-variable mapping and docs).
@@ -387,28 +387,72 @@ impl<T: ScalarField> PropertyField for BTreeMap<String, T> {
     }
 }
 
-/// The part of `raw` (a key as written) after the segments whose canonical form is `prefix`.
-pub(crate) fn map_key_from_raw(raw: &str, prefix: &str) -> Option<String> {
-    let segs = key::raw_segments(raw);
-    let mut acc = String::new();
-    for (i, s) in segs.iter().enumerate() {
-        let c = match s {
-            RawSegment::Name(n) => key::canonical_segment(n),
-            RawSegment::Index(n) => format!("[{n}]"),
-            RawSegment::Bracketed(b) => b.to_lowercase(),
-        };
-        acc = key::join(&acc, &c);
-        if acc == prefix {
-            let rest: Vec<String> = segs[i + 1..].iter().map(key::raw_segment_text).collect();
-            return if rest.is_empty() {
-                None
-            } else {
-                Some(rest.join("."))
-            };
-        }
-        if !prefix.starts_with(&acc) {
-            return None;
-        }
+/// Binding typed properties: the generic half of [`Environment`], kept beside the traits it
+/// uses.
+impl Environment {
+    /// Overlays the values found under `prefix` onto `target` (fields without a value keep theirs).
+    ///
+    /// ```
+    /// use stream_config::{ConsumerProperties, Environment};
+    /// let env = Environment::builder().map("test", [("app.consumer.max-attempts", "7")]).build()?;
+    /// let mut c = ConsumerProperties::default();
+    /// env.bind("app.consumer", &mut c)?;
+    /// assert_eq!((c.max_attempts, c.concurrency), (7, 1));
+    /// # Ok::<(), stream_config::ConfigError>(())
+    /// ```
+    pub fn bind<T: Properties>(&self, prefix: &str, target: &mut T) -> Result<(), ConfigError> {
+        target.bind_from(self, &canonical_key(prefix))
     }
-    None
+
+    /// A binder extension's binder-level properties: `spring.cloud.stream.<type>.binder.*`.
+    pub fn extended_binder<B: Properties>(&self, binder_type: &str) -> Result<B, ConfigError> {
+        let mut b = B::default();
+        self.bind(
+            &format!(
+                "spring.cloud.stream.{}.binder",
+                canonical_segment(binder_type)
+            ),
+            &mut b,
+        )?;
+        Ok(b)
+    }
+
+    /// A binder extension's consumer properties for `binding`:
+    /// `spring.cloud.stream.<type>.default.consumer.*`, then `...<type>.bindings.<binding>.consumer.*`.
+    pub fn extended_consumer<C: Properties>(
+        &self,
+        binder_type: &str,
+        binding: &str,
+    ) -> Result<C, ConfigError> {
+        self.extended(binder_type, binding, "consumer")
+    }
+
+    /// A binder extension's producer properties for `binding` (layered like
+    /// [`extended_consumer`](Self::extended_consumer)).
+    pub fn extended_producer<P: Properties>(
+        &self,
+        binder_type: &str,
+        binding: &str,
+    ) -> Result<P, ConfigError> {
+        self.extended(binder_type, binding, "producer")
+    }
+
+    fn extended<T: Properties>(
+        &self,
+        binder_type: &str,
+        binding: &str,
+        side: &str,
+    ) -> Result<T, ConfigError> {
+        let t = canonical_segment(binder_type);
+        let mut v = T::default();
+        self.bind(&format!("spring.cloud.stream.{t}.default.{side}"), &mut v)?;
+        self.bind(
+            &format!(
+                "spring.cloud.stream.{t}.bindings.{}.{side}",
+                canonical_segment(binding)
+            ),
+            &mut v,
+        )?;
+        Ok(v)
+    }
 }

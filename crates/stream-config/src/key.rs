@@ -158,6 +158,32 @@ pub fn field_key(field: &str) -> String {
     canonical_segment(field.trim_start_matches("r#"))
 }
 
+/// The part of `raw` (a key as written) after the segments whose canonical form is `prefix`.
+pub(crate) fn map_key_from_raw(raw: &str, prefix: &str) -> Option<String> {
+    let segs = raw_segments(raw);
+    let mut acc = String::new();
+    for (i, s) in segs.iter().enumerate() {
+        let c = match s {
+            RawSegment::Name(n) => canonical_segment(n),
+            RawSegment::Index(n) => format!("[{n}]"),
+            RawSegment::Bracketed(b) => b.to_lowercase(),
+        };
+        acc = join(&acc, &c);
+        if acc == prefix {
+            let rest: Vec<String> = segs[i + 1..].iter().map(raw_segment_text).collect();
+            return if rest.is_empty() {
+                None
+            } else {
+                Some(rest.join("."))
+            };
+        }
+        if !prefix.starts_with(&acc) {
+            return None;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,18 +39,7 @@ use stream_config::ProducerProperties;
 use crate::expression::{EvalError, Expression, ExpressionError, Value};
 use crate::message::{HeaderValue, Message, names};
 
-/// Java's `String.hashCode()`: `h = 31 * h + c` over the UTF-16 code units, wrapping, from 0.
-///
-/// ```
-/// use stream_core::partition::java_string_hash_code;
-/// assert_eq!(java_string_hash_code("foo"), 101574);
-/// assert_eq!(java_string_hash_code("😀"), 1772899);
-/// assert_eq!(java_string_hash_code("polygenelubricants"), i32::MIN);
-/// ```
-pub fn java_string_hash_code(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0_i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
-}
+pub use crate::expression::java_string_hash_code;
 
 /// The partition Spring's default selector gives `key` among `partition_count` partitions:
 /// `|(h == Integer.MIN_VALUE ? 0 : |h|) % partition_count|` with `h = key.hashCode()`.

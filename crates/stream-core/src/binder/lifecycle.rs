@@ -227,6 +227,7 @@ impl<B: Binder> ConsumerBinding<B> {
     }
 
     /// Uses an already provisioned destination (the binding skips provisioning).
+    #[cfg(feature = "conformance")]
     pub(crate) async fn with_destination(self, destination: B::ConsumerDestination) -> Self {
         self.inner.control.lock().await.destination = Some(destination);
         self

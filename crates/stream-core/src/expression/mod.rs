@@ -63,7 +63,7 @@ use std::cell::OnceCell;
 use std::fmt;
 use std::str::FromStr;
 
-pub use value::Value;
+pub use value::{Value, java_string_hash_code};
 
 use crate::message::Message;
 

@@ -74,7 +74,7 @@ impl Value {
             Value::Int(v) => *v,
             Value::Long(v) => long_hash(*v),
             Value::Double(v) => double_hash(*v),
-            Value::String(s) => crate::partition::java_string_hash_code(s),
+            Value::String(s) => java_string_hash_code(s),
             Value::Json(j) => json_hash(j),
         }
     }
@@ -192,7 +192,7 @@ fn double_hash(v: f64) -> i32 {
 fn json_hash(json: &serde_json::Value) -> i32 {
     match json {
         serde_json::Value::Object(map) => map.iter().fold(0_i32, |h, (k, v)| {
-            h.wrapping_add(crate::partition::java_string_hash_code(k) ^ json_hash(v))
+            h.wrapping_add(java_string_hash_code(k) ^ json_hash(v))
         }),
         serde_json::Value::Array(items) => items
             .iter()
@@ -419,4 +419,17 @@ mod tests {
             Value::Long(1234)
         );
     }
+}
+
+/// Java's `String.hashCode()`: `h = 31 * h + c` over the UTF-16 code units, wrapping, from 0.
+///
+/// ```
+/// use stream_core::expression::java_string_hash_code;
+/// assert_eq!(java_string_hash_code("foo"), 101574);
+/// assert_eq!(java_string_hash_code("😀"), 1772899);
+/// assert_eq!(java_string_hash_code("polygenelubricants"), i32::MIN);
+/// ```
+pub fn java_string_hash_code(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0_i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }

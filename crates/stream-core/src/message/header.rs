@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn lenient_integer_reads_rocketmq_strings() {
+    fn lenient_integer_reads_string_properties() {
         assert_eq!(HeaderValue::from(" 42 ").to_i64_lenient(), Some(42));
         assert_eq!(HeaderValue::from(u64::MAX).as_i64(), None);
         assert_eq!(HeaderValue::from("x").to_i64_lenient(), None);
