@@ -6,11 +6,11 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use binder_rabbit::RabbitBinder;
-use binder_rabbit::stream_core::binder::{Binder, Disposition};
+use binder_rabbit::{ConsumerScaling, RabbitBinder, RabbitBinderProperties};
 use common::*;
 use lapin::BasicProperties;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,12 +84,11 @@ async fn consumers_connect_to_the_node_hosting_their_queue() {
         vec![(format!("{local}.g"), "rabbit@b".to_owned())],
         seen.clone(),
     ));
-    let b = RabbitBinder::new(env(&format!(
+    let b = binder(&format!(
         "spring.rabbitmq.addresses=127.0.0.1:{port_a},127.0.0.1:{port_b}\n\
          spring.cloud.stream.rabbit.binder.nodes=rabbit@a,rabbit@b\n\
          spring.cloud.stream.rabbit.binder.admin-addresses=http://127.0.0.1:{port_m},http://127.0.0.1:{port_m}\n"
-    )))
-    .expect("binder");
+    ));
 
     // The management API puts the queue on rabbit@b: the consumer connects to the second address.
     let (h, mut rx) = recorder(|_| Disposition::Ack);
@@ -159,10 +158,12 @@ async fn consumers_connect_to_the_node_hosting_their_queue() {
 
 #[test]
 fn mismatched_affinity_lists_are_a_config_error() {
-    let err = RabbitBinder::new(env("spring.rabbitmq.addresses=127.0.0.1:5672\n\
+    let env = env("spring.rabbitmq.addresses=127.0.0.1:5672\n\
          spring.cloud.stream.rabbit.binder.nodes=rabbit@a,rabbit@b\n\
-         spring.cloud.stream.rabbit.binder.admin-addresses=http://a:15672\n"))
-    .expect_err("refused");
+         spring.cloud.stream.rabbit.binder.admin-addresses=http://a:15672\n");
+    let props: RabbitBinderProperties = env.extended_binder("rabbit").expect("binder properties");
+    let err = RabbitBinder::new(&env, props, ConsumerScaling::default(), HashMap::new())
+        .expect_err("refused");
     let text = err.to_string();
     assert!(
         text.contains("spring.cloud.stream.rabbit.binder.nodes"),

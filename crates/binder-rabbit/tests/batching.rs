@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use binder_rabbit::Message;
 use binder_rabbit::stream_core::FunctionError;
-use binder_rabbit::stream_core::binder::{Binder, Disposition, FailedMessage};
+use binder_rabbit::stream_core::binder::FailedMessage;
 use common::*;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};

@@ -6,9 +6,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use binder_rabbit::stream_core::binder::Binder;
 use binder_rabbit::stream_core::errors::error_handler;
-use binder_rabbit::{FunctionError, Message, RabbitBinder, RabbitBinderFactory, StreamApp};
+use binder_rabbit::{FunctionError, Message, RabbitBinderFactory, StreamApp};
 use common::*;
 use lapin::BasicProperties;
 use lapin::types::AMQPValue;
@@ -88,11 +87,10 @@ async fn nacked_message_is_an_error_and_acks_reach_the_confirm_ack_callback() {
     let acks: Arc<Mutex<Vec<Message<bytes::Bytes>>>> = Arc::default();
     let sink = acks.clone();
     // Routed by a header so one producer reaches both queues.
-    let b = RabbitBinder::new(env(&format!(
+    let b = binder(&format!(
         "{CONFIRMS}spring.cloud.stream.rabbit.bindings.out.producer.confirm-ack-channel=acks\n\
          spring.cloud.stream.rabbit.bindings.out.producer.routing-key-expression=headers['to']\n"
-    )))
-    .expect("binder")
+    ))
     .with_confirm_ack_callback("acks", move |m| {
         if let Ok(mut v) = sink.lock() {
             v.push(m);

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use binder_rabbit::HeaderValue;
-use binder_rabbit::stream_core::binder::{Binder, BindingState, Disposition};
+use binder_rabbit::stream_core::binder::{BindingState, FailedMessage};
+use binder_rabbit::stream_core::errors::{ErrorMessage, consumer_error_channel, error_handler};
+use binder_rabbit::{FunctionError, HeaderValue, RabbitRawMessage};
 use common::*;
 use lapin::BasicProperties;
 use lapin::types::AMQPValue;
@@ -26,8 +27,30 @@ async fn inbound_headers_are_mapped_like_spring() {
     let b = binder(&format!(
         "{p}.consumer-tag-prefix=app\n{p}.header-patterns=!secret*,*\n"
     ));
-    let (h, mut rx) = recorder(|_| Disposition::Ack);
-    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h.clone()).await;
+    // The broker's raw message reaches error handlers: a message whose body is `fail` fails.
+    let (h, mut rx) = recorder(|m| {
+        if m.payload().as_ref() == b"fail" {
+            Disposition::Recover(FailedMessage {
+                message: m.clone(),
+                error: Arc::new(FunctionError::msg("fails")),
+                attempts: 1,
+            })
+        } else {
+            Disposition::Ack
+        }
+    });
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::unbounded_channel();
+    b.error_channels().subscribe(
+        consumer_error_channel(&dest, Some("g")),
+        error_handler(move |e: ErrorMessage| {
+            let raw_tx = raw_tx.clone();
+            async move {
+                let _ = raw_tx.send(e);
+                Ok(())
+            }
+        }),
+    );
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
     let mut nested = lapin::types::FieldTable::default();
     nested.insert("count".into(), AMQPValue::LongLongInt(2));
     let props = BasicProperties::default()
@@ -73,13 +96,56 @@ async fn inbound_headers_are_mapped_like_spring() {
     assert_eq!(hd.get_str("amqp_replyTo"), Some("replies"));
     assert_eq!(hd.get_str("amqp_messageId"), Some("mid"));
     assert_eq!(hd.get_str("amqp_type"), Some("t1"));
-    assert_eq!(
-        *h.raw_seen.lock().expect("lock"),
-        1,
-        "raw AMQP message attached"
-    );
     tokio::time::sleep(SHORT).await;
     assert_eq!(admin.queue_messages(&queue).await, Some(0), "acked");
+    assert!(
+        raw_rx.try_recv().is_err(),
+        "a processed message reaches no error handler"
+    );
+    // The raw AMQP message is attached to what error handlers receive, as the broker sent it.
+    let props = BasicProperties::default()
+        .with_headers(table(&[("secretToken", s("raw"))]))
+        .with_message_id("mid-2".into());
+    admin.publish(&dest, "rk.2", b"fail", props).await;
+    assert!(recv(&mut rx, WAIT).await.is_some(), "failing delivery");
+    let e = tokio::time::timeout(WAIT, raw_rx.recv())
+        .await
+        .expect("error message in time")
+        .expect("error message");
+    assert_eq!(e.failed.payload().as_ref(), b"fail");
+    assert_eq!(e.error.to_string(), "fails");
+    assert!(!e.failed.headers().contains("secretToken"));
+    let raw = e
+        .raw
+        .as_ref()
+        .and_then(|r| r.downcast_ref::<RabbitRawMessage>())
+        .expect("raw AMQP message attached");
+    assert_eq!(raw.exchange, dest);
+    assert_eq!(raw.routing_key, "rk.2");
+    assert_eq!(raw.queue, queue);
+    assert!(!raw.redelivered);
+    assert_eq!(raw.body.as_ref(), b"fail");
+    assert_eq!(
+        raw.properties.message_id().as_ref().map(|m| m.as_str()),
+        Some("mid-2")
+    );
+    assert_eq!(
+        header_str(&raw.properties, "secretToken").as_deref(),
+        Some("raw"),
+        "the raw message is unfiltered by header-patterns"
+    );
+    assert_eq!(
+        hd.get("amqp_deliveryTag").and_then(HeaderValue::as_i64),
+        Some(1),
+        "the first delivery on the channel"
+    );
+    assert_eq!(raw.delivery_tag, 2, "the second delivery on the channel");
+    tokio::time::sleep(SHORT).await;
+    assert_eq!(
+        admin.queue_messages(&queue).await,
+        Some(0),
+        "settled after the failure"
+    );
     binding.stop().await.expect("stop");
     b.close().await.expect("close");
     admin.cleanup(&[&queue], &[&dest]).await;
@@ -233,6 +299,11 @@ async fn concurrency_opens_that_many_consumers_and_pause_resume_works() {
         .publish(&dest, "k", b"while paused", BasicProperties::default())
         .await;
     assert!(recv(&mut rx, SHORT).await.is_none());
+    assert_eq!(
+        admin.queue_messages(&queue).await,
+        Some(1),
+        "the broker holds it while paused"
+    );
     binding.resume().await.expect("resume");
     assert!(
         recv(&mut rx, WAIT).await.is_some(),
@@ -338,20 +409,8 @@ async fn missing_queue_not_fatal_keeps_retrying_until_it_appears() {
     admin.cleanup(&[&queue], &[]).await;
 }
 
-/// Handles each delivery slowly, counting bodies (to prove nothing is lost or duplicated).
-struct Slow {
-    seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>,
-}
-
-#[async_trait::async_trait]
-impl binder_rabbit::stream_core::binder::InboundHandler for Slow {
-    async fn handle(&self, delivery: binder_rabbit::stream_core::binder::Delivery) -> Disposition {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let body = delivery.message.payload().to_vec();
-        *self.seen.lock().expect("seen").entry(body).or_default() += 1;
-        Disposition::Ack
-    }
-}
+/// Counts the bodies handled (to prove nothing is lost or duplicated).
+type Seen = Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>>;
 
 #[tokio::test]
 #[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
@@ -370,17 +429,23 @@ async fn max_concurrency_adds_consumers_under_load_and_retires_them_when_idle() 
             .consecutive_active_trigger(5)
             .consecutive_idle_trigger(3),
     );
-    let slow = Arc::new(Slow {
-        seen: std::sync::Mutex::new(std::collections::HashMap::new()),
-    });
+    let seen: Seen = Arc::default();
+    let counted = seen.clone();
     let req = consumer_request("in", &dest, Some("g"));
-    let provisioned = b
-        .provisioner()
-        .provision_consumer(&req)
-        .await
-        .expect("provision");
+    // Handles each delivery slowly, counting bodies.
     let binding = b
-        .bind_consumer(req, provisioned, slow.clone())
+        .bind_with(req, move |m| {
+            let counted = counted.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                *counted
+                    .lock()
+                    .expect("seen")
+                    .entry(m.payload().to_vec())
+                    .or_default() += 1;
+                Ok::<_, FunctionError>(())
+            }
+        })
         .await
         .expect("bind");
     tokio::time::sleep(SHORT).await;
@@ -404,13 +469,13 @@ async fn max_concurrency_adds_consumers_under_load_and_retires_them_when_idle() 
     // Busy: consumers are added one at a time up to max-concurrency, never beyond.
     let mut peak = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while slow.seen.lock().expect("seen").len() < N && tokio::time::Instant::now() < deadline {
+    while seen.lock().expect("seen").len() < N && tokio::time::Instant::now() < deadline {
         peak = peak.max(admin.consumers(&queue).await.unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(peak, 3, "scaled up to max-concurrency under load");
     {
-        let seen = slow.seen.lock().expect("seen");
+        let seen = seen.lock().expect("seen");
         assert_eq!(seen.len(), N, "every message handled");
         assert!(seen.values().all(|n| *n == 1), "none handled twice");
     }
@@ -432,12 +497,12 @@ async fn max_concurrency_adds_consumers_under_load_and_retires_them_when_idle() 
         .publish(&dest, "k", b"after", BasicProperties::default())
         .await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !slow.seen.lock().expect("seen").contains_key(&b"after"[..])
+    while !seen.lock().expect("seen").contains_key(&b"after"[..])
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(slow.seen.lock().expect("seen").contains_key(&b"after"[..]));
+    assert!(seen.lock().expect("seen").contains_key(&b"after"[..]));
     binding.stop().await.expect("stop");
     assert_eq!(admin.consumers(&queue).await, Some(0));
     b.close().await.expect("close");

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use binder_rabbit::stream_core::binder::{Binder, Disposition, FailedMessage};
+use binder_rabbit::stream_core::binder::FailedMessage;
 use binder_rabbit::{FunctionError, HeaderValue, Message};
 use bytes::Bytes;
 use common::*;

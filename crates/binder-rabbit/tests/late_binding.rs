@@ -1,11 +1,12 @@
-//! Broker unreachable at bind time: declarations are deferred and retried until it is reachable.
+//! Broker unreachable at bind time: the runtime's late binding retries provisioning every
+//! `binding-retry-interval` until the broker is reachable; a cut connection is recovered.
 
 mod common;
 
 use std::time::Duration;
 
-use binder_rabbit::RabbitBinder;
-use binder_rabbit::stream_core::binder::{Binder, Disposition};
+use binder_rabbit::stream_core::binder::BindingState;
+use binder_rabbit::{FunctionError, Message, RabbitBinderFactory, StreamApp};
 use common::*;
 use lapin::BasicProperties;
 
@@ -18,19 +19,39 @@ async fn declarations_and_consumers_wait_for_the_broker() {
     let late_port = free_port();
     let dest = unique("late");
     let queue = format!("{dest}.g");
-    let b = RabbitBinder::new(env_at(
+    // The app starts although the broker is unreachable (late binding).
+    let app_env = env_at(
         "127.0.0.1",
         late_port,
-        "spring.cloud.stream.rabbit.bindings.in.consumer.recovery-interval=200",
-    ))
-    .expect("binder");
-    let (h, mut rx) = recorder(|_| Disposition::Ack);
-    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+        &format!(
+            "spring.cloud.function.definition=sink\n\
+             spring.cloud.stream.binding-retry-interval=200ms\n\
+             spring.cloud.stream.bindings.sink-in-0.destination={dest}\n\
+             spring.cloud.stream.bindings.sink-in-0.group=g\n\
+             spring.cloud.stream.rabbit.bindings.sink-in-0.consumer.recovery-interval=200\n"
+        ),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = StreamApp::builder()
+        .environment(app_env)
+        .binder(RabbitBinderFactory::new())
+        .consumer("sink", move |m: Message<bytes::Bytes>| {
+            let _ = tx.send(m);
+            async { Ok::<_, FunctionError>(()) }
+        })
+        .build()
+        .await
+        .expect("app starts while the broker is unreachable");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         admin.queue_messages(&queue).await,
         None,
         "nothing declared while unreachable"
+    );
+    assert_eq!(
+        app.bindings(),
+        vec![("sink-in-0".to_owned(), BindingState::Starting)],
+        "not bound yet"
     );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", late_port))
         .await
@@ -51,8 +72,11 @@ async fn declarations_and_consumers_wait_for_the_broker() {
         .await
         .expect("consumer started late");
     assert_eq!(m.payload().as_ref(), b"late");
-    binding.stop().await.expect("stop");
-    b.close().await.expect("close");
+    assert_eq!(
+        app.bindings(),
+        vec![("sink-in-0".to_owned(), BindingState::Running)]
+    );
+    app.shutdown().await.expect("shutdown");
     proxy.abort();
     admin.cleanup(&[&queue], &[&dest]).await;
 }
@@ -70,13 +94,12 @@ async fn consumers_recover_after_the_connection_is_cut_and_nothing_unacked_is_lo
     let proxy = tokio::spawn(proxy(listener, live.clone()));
     let dest = unique("recover");
     let queue = format!("{dest}.g");
-    let b = RabbitBinder::new(env_at(
+    let b = binder_with_env(env_at(
         "127.0.0.1",
         p,
         "spring.cloud.stream.rabbit.bindings.in.consumer.recovery-interval=200\n\
          spring.cloud.stream.rabbit.bindings.in.consumer.acknowledge-mode=MANUAL",
-    ))
-    .expect("binder");
+    ));
     let (h, mut rx) = recorder(|_| Disposition::Ack);
     let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
     admin

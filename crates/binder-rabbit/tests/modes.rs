@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use binder_rabbit::stream_core::binder::{Binder, Delivery, Disposition, InboundHandler, Producer};
+use binder_rabbit::stream_core::binder::FailedMessage;
 use binder_rabbit::{FunctionError, HeaderValue, Message, RabbitBinderFactory, StreamApp};
 use common::*;
 use lapin::BasicProperties;
@@ -19,32 +18,6 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn text() -> BasicProperties {
     BasicProperties::default().with_content_type("text/plain".into())
-}
-
-/// Publishes through a producer of the same binder while handling, then answers by attempt.
-struct Forwarding {
-    producer: Arc<dyn Producer>,
-    calls: AtomicU32,
-    answers: Vec<Disposition>,
-    seen: mpsc::UnboundedSender<bool>,
-}
-
-#[async_trait]
-impl InboundHandler for Forwarding {
-    async fn handle(&self, delivery: Delivery) -> Disposition {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
-        let redelivered =
-            delivery.message.headers().get("amqp_redelivered") == Some(&HeaderValue::Bool(true));
-        let _ = self.seen.send(redelivered);
-        self.producer
-            .send(Message::bytes(format!("out-{n}")))
-            .await
-            .expect("publish in the transaction");
-        match self.answers.get(n) {
-            Some(Disposition::Reject { requeue }) => Disposition::Reject { requeue: *requeue },
-            _ => Disposition::Ack,
-        }
-    }
 }
 
 #[tokio::test]
@@ -76,29 +49,44 @@ async fn transacted_consumer_rolls_back_its_publishes_and_leaves_the_message() {
         admin.get(&cap, WAIT).await.expect("direct").delivery.data,
         b"direct"
     );
+    // Publishes through a producer of the same binder while handling, then answers by
+    // attempt: the first asks for a requeue, the second succeeds.
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let handler = Arc::new(Forwarding {
-        producer: producer.clone(),
-        calls: AtomicU32::new(0),
-        answers: vec![Disposition::Reject { requeue: true }, Disposition::Ack],
-        seen: seen_tx,
-    });
+    let calls = Arc::new(AtomicU32::new(0));
+    let forwarding = producer.clone();
     let request = consumer_request("in", &input, Some("g"));
-    let dest = b
-        .provisioner()
-        .provision_consumer(&request)
+    let binding = b
+        .bind_with(request, move |m| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let producer = forwarding.clone();
+            let seen = seen_tx.clone();
+            async move {
+                let redelivered =
+                    m.headers().get("amqp_redelivered") == Some(&HeaderValue::Bool(true));
+                let sent = producer
+                    .send(Message::bytes(format!("out-{n}")))
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = seen.send((redelivered, sent));
+                match n {
+                    0 => Err(FunctionError::requeue("first attempt: requeue")),
+                    _ => Ok(()),
+                }
+            }
+        })
         .await
-        .expect("provision");
-    let binding = b.bind_consumer(request, dest, handler).await.expect("bind");
+        .expect("bind");
     admin.publish(&input, "k", b"work", text()).await;
-    let first = tokio::time::timeout(WAIT, seen.recv())
+    let (first, sent) = tokio::time::timeout(WAIT, seen.recv())
         .await
         .expect("first")
         .expect("first");
-    let second = tokio::time::timeout(WAIT, seen.recv())
+    sent.expect("publish in the transaction");
+    let (second, sent) = tokio::time::timeout(WAIT, seen.recv())
         .await
         .expect("again")
         .expect("again");
+    sent.expect("publish in the transaction");
     assert!(
         !first && second,
         "rolled back and redelivered (left in the queue)"
@@ -137,7 +125,7 @@ async fn transacted_consumer_republishes_to_the_dlq_in_its_transaction() {
          spring.cloud.stream.rabbit.bindings.in.consumer.dead-letter-exchange={input}.DLX\n"
     ));
     let (h, mut rx) = recorder(|m| {
-        Disposition::Recover(binder_rabbit::stream_core::binder::FailedMessage {
+        Disposition::Recover(FailedMessage {
             message: m.clone(),
             error: Arc::new(FunctionError::msg("tx failure")),
             attempts: 1,

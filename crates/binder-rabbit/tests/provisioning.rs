@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use binder_rabbit::stream_core::binder::{Binder, Disposition};
+use binder_rabbit::{FunctionError, RabbitBinderFactory, StreamApp};
 use common::*;
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, ExchangeKind};
@@ -24,7 +24,7 @@ async fn group_queue_on_topic_exchange_with_wildcard_binding() {
         .provision_consumer(&consumer_request("in", &dest, Some("grp")))
         .await
         .expect("provision");
-    assert_eq!(d.name, queue);
+    assert_eq!(d.queue, queue);
     admin
         .exchange_matches(&dest, ExchangeKind::Topic, true, false)
         .await
@@ -60,8 +60,8 @@ async fn anonymous_queue_is_exclusive_auto_delete_and_named_like_spring() {
         .await
         .expect("provision");
     let prefix = format!("{dest}.anonymous.");
-    assert!(d.name.starts_with(&prefix), "{}", d.name);
-    let suffix = &d.name[prefix.len()..];
+    assert!(d.queue.starts_with(&prefix), "{}", d.queue);
+    let suffix = &d.queue[prefix.len()..];
     assert_eq!(suffix.len(), 22);
     assert!(
         suffix
@@ -73,7 +73,7 @@ async fn anonymous_queue_is_exclusive_auto_delete_and_named_like_spring() {
         .channel()
         .await
         .queue_declare(
-            d.name.as_str().into(),
+            d.queue.as_str().into(),
             lapin::options::QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -93,9 +93,9 @@ async fn anonymous_queue_is_exclusive_auto_delete_and_named_like_spring() {
         .await
         .expect("provision");
     assert!(
-        d2.name.starts_with(&format!("{dest}.custom.")),
+        d2.queue.starts_with(&format!("{dest}.custom.")),
         "{}",
-        d2.name
+        d2.queue
     );
     admin
         .publish(&dest, "k", b"x", BasicProperties::default())
@@ -103,7 +103,7 @@ async fn anonymous_queue_is_exclusive_auto_delete_and_named_like_spring() {
     b.close().await.expect("close");
     tokio::time::sleep(SHORT).await;
     assert_eq!(
-        admin.queue_messages(&d.name).await,
+        admin.queue_messages(&d.queue).await,
         None,
         "gone with its connection"
     );
@@ -123,7 +123,7 @@ async fn partitioned_consumer_queue_bound_with_destination_and_index() {
         .provision_consumer(&req)
         .await
         .expect("provision");
-    assert_eq!(d.name, format!("{dest}.g-1"));
+    assert_eq!(d.queue, format!("{dest}.g-1"));
     admin
         .publish(
             &dest,
@@ -140,27 +140,41 @@ async fn partitioned_consumer_queue_bound_with_destination_and_index() {
             BasicProperties::default(),
         )
         .await;
-    let m = admin.get(&d.name, WAIT).await.expect("partition 1 message");
+    let m = admin
+        .get(&d.queue, WAIT)
+        .await
+        .expect("partition 1 message");
     assert_eq!(m.delivery.data, b"one");
-    assert!(admin.get(&d.name, SHORT).await.is_none());
+    assert!(admin.get(&d.queue, SHORT).await.is_none());
     b.close().await.expect("close");
-    admin.cleanup(&[&d.name], &[&dest]).await;
+    admin.cleanup(&[&d.queue], &[&dest]).await;
 }
 
 #[tokio::test]
 #[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
 async fn partitioned_consumer_without_group_is_an_error() {
-    let b = binder("");
-    let req = consumer_request_with("in", "whatever", None, |p| p.partitioned = true);
-    let err = b
-        .provisioner()
-        .provision_consumer(&req)
+    // The runtime checks a binding's group before it asks the binder to provision anything.
+    let dest = unique("prov-part-nogroup");
+    let env = env(&format!(
+        "spring.cloud.function.definition=sink\n\
+         spring.cloud.stream.bindings.sink-in-0.destination={dest}\n\
+         spring.cloud.stream.bindings.sink-in-0.consumer.partitioned=true\n"
+    ));
+    let err = StreamApp::builder()
+        .environment(env)
+        .binder(RabbitBinderFactory::new())
+        .consumer("sink", |_: String| async { Ok::<_, FunctionError>(()) })
+        .build()
         .await
         .expect_err("no group");
+    let text = err.to_string();
+    assert!(text.contains("consumer group is required"), "{text}");
     assert!(
-        err.to_string().contains("consumer group is required"),
-        "{err}"
+        text.contains("spring.cloud.stream.bindings.sink-in-0.group"),
+        "{text}"
     );
+    let admin = raw().await;
+    assert!(!admin.exchange_exists(&dest).await, "nothing provisioned");
 }
 
 #[tokio::test]
@@ -579,7 +593,7 @@ async fn producer_required_groups_including_partitions() {
         .provision_producer(&req)
         .await
         .expect("provision");
-    assert_eq!(d.name, dest);
+    assert_eq!(d.exchange, dest);
     let q0 = format!("{dest}.myGroup-0");
     let q1 = format!("{dest}.myGroup-1");
     let dlq = format!("{dest}.myGroup.dlq");
@@ -661,7 +675,7 @@ async fn prefix_applies_to_exchange_queue_and_dlx() {
         .await
         .expect("provision");
     let queue = format!("{prefix}{dest}.g");
-    assert_eq!(d.name, queue);
+    assert_eq!(d.queue, queue);
     assert!(admin.exchange_exists(&format!("{prefix}{dest}")).await);
     assert!(admin.exchange_exists(&format!("{prefix}DLX")).await);
     assert!(

@@ -69,6 +69,16 @@ impl ConsumerContext {
         &self.topology.queue
     }
 
+    /// Whether the broker deletes the queue once its last consumer leaves (auto-delete, as
+    /// this binding declares it).
+    pub(crate) fn deleted_without_consumers(&self) -> bool {
+        self.topology
+            .plan
+            .queues
+            .iter()
+            .any(|q| q.name == self.topology.queue && q.auto_delete)
+    }
+
     pub(crate) fn mapping(&self) -> Mapping<'_> {
         Mapping {
             queue: self.queue(),

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use lapin::Channel;
 use lapin::options::BasicCancelOptions;
 use stream_core::binder::{Delivery, Sink, SourceStatus};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::context::ConsumerContext;
@@ -32,6 +32,8 @@ pub(crate) type FirstStart = oneshot::Sender<Result<(), RabbitError>>;
 
 enum LoopEnd {
     Stopped,
+    /// The binding was paused: the subscription is cancelled until it resumes.
+    Paused,
     Lost(String),
     /// Idle with more consumers than `concurrency`: this one stops (`max-concurrency`).
     Retired,
@@ -50,6 +52,17 @@ async fn sleep_unless_stopped(
 ) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
+        _ = stopped => false,
+    }
+}
+
+/// Waits while the binding is paused; `false` when the consumer stops meanwhile.
+async fn wait_resumed(
+    paused: &mut watch::Receiver<bool>,
+    stopped: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
+    tokio::select! {
+        r = paused.wait_for(|p| !*p) => r.is_ok(),
         _ = stopped => false,
     }
 }
@@ -90,13 +103,30 @@ pub(crate) async fn run(
     mut first: Option<FirstStart>,
 ) {
     let mut stopped = Box::pin(sink.stopped());
+    let mut paused = consumer.paused.subscribe();
     let mut missing_attempts = 0u32;
     let mut attempt = 0u64;
     loop {
+        if !wait_resumed(&mut paused, &mut stopped).await {
+            return;
+        }
         attempt += 1;
+        let open = ctx.open();
+        tokio::pin!(open);
         let opened = tokio::select! {
-            _ = &mut stopped => return,
-            r = ctx.open() => r,
+            _ = &mut stopped => {
+                // Let a subscription under way finish (bounded) and cancel it: dropped midway
+                // it would stay registered on the broker, and what it received unsettled.
+                if let Ok(Ok((channel, _))) = tokio::time::timeout(CLOSE_TIMEOUT, open).await {
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        channel.close(200, "consumer stopped".into()),
+                    )
+                    .await;
+                }
+                return;
+            }
+            r = &mut open => r,
         };
         match opened {
             Ok((channel, subscription)) => {
@@ -110,8 +140,16 @@ pub(crate) async fn run(
                     tag = %subscription.tag(),
                     "consuming"
                 );
-                let end =
-                    consume(&ctx, &consumer, &channel, subscription, &sink, &mut stopped).await;
+                let end = consume(
+                    &ctx,
+                    &consumer,
+                    &channel,
+                    subscription,
+                    &sink,
+                    &mut stopped,
+                    &mut paused,
+                )
+                .await;
                 if channel.status().connected() {
                     let _ = tokio::time::timeout(
                         CLOSE_TIMEOUT,
@@ -121,6 +159,14 @@ pub(crate) async fn run(
                 }
                 match end {
                     LoopEnd::Stopped => return,
+                    LoopEnd::Paused => {
+                        tracing::info!(
+                            binding = %ctx.binding,
+                            queue = %ctx.queue(),
+                            consumer = index,
+                            "paused: subscription cancelled until resumed"
+                        );
+                    }
                     LoopEnd::Retired => {
                         tracing::info!(
                             binding = %ctx.binding,
@@ -257,6 +303,7 @@ async fn consume(
     mut subscription: lapin::Consumer,
     sink: &Sink<RabbitConsumer>,
     stopped: &mut (impl Future<Output = ()> + Unpin),
+    paused: &mut watch::Receiver<bool>,
 ) -> LoopEnd {
     let tag = subscription.tag().as_str().to_owned();
     let mut activity = Activity::default();
@@ -270,6 +317,11 @@ async fn consume(
         tokio::select! {
             biased;
             _ = &mut *stopped => return LoopEnd::Stopped,
+            changed = paused.changed() => {
+                if changed.is_err() || *paused.borrow_and_update() {
+                    return LoopEnd::Paused;
+                }
+            }
             next = subscription.next() => match next {
                 Some(Ok(delivery)) => {
                     let span = tracing::debug_span!(

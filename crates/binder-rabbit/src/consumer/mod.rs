@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use stream_core::BinderError;
 use stream_core::binder::{Consumer, DeadLetter, Recovery, Settle, Settlement, Sink};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub(crate) use context::ConsumerContext;
@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     ctx: Arc<ConsumerContext>,
     /// The consumer tasks (the scaler's too).
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Paused: the tasks cancel their subscriptions until resumed (Spring stops the container).
+    paused: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for RabbitConsumer {
@@ -47,6 +49,7 @@ impl RabbitConsumer {
             inner: Arc::new(Inner {
                 ctx: Arc::new(ctx),
                 tasks: Mutex::new(Vec::new()),
+                paused: watch::Sender::new(false),
             }),
         }
     }
@@ -111,6 +114,8 @@ impl Consumer for RabbitConsumer {
     async fn start(&self, sink: Sink<Self>) -> Result<(), BinderError> {
         let inner = &self.inner;
         let ctx = &inner.ctx;
+        // A (re)start consumes; the runtime pauses afterwards when the binding is paused.
+        inner.paused.send_replace(false);
         if let Some(scaler) = &ctx.scaler {
             scaler.reset();
         }
@@ -145,5 +150,24 @@ impl Consumer for RabbitConsumer {
                 }
             }
         }
+    }
+
+    /// Cancels the subscriptions (the broker stops sending; what it sent and nobody took yet
+    /// is requeued with the channel); deliveries being processed finish first. An auto-delete
+    /// queue (anonymous, or `durable-subscription=false`) would go with its last consumer, and
+    /// what is published meanwhile with it: its subscriptions stay and the runtime holds what
+    /// arrives.
+    async fn pause(&self) -> Result<(), BinderError> {
+        if self.inner.ctx.deleted_without_consumers() {
+            return Ok(());
+        }
+        self.inner.paused.send_replace(true);
+        Ok(())
+    }
+
+    /// Subscribes again.
+    async fn resume(&self) -> Result<(), BinderError> {
+        self.inner.paused.send_replace(false);
+        Ok(())
     }
 }

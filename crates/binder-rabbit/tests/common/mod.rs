@@ -16,6 +16,7 @@ use binder_rabbit::stream_core::binder::{
     Binder, Binding, ConsumerSpec, FailedMessage, Outbound, Producer, ProducerSpec,
 };
 use binder_rabbit::stream_core::conformance::{Harness, PolledSource};
+use binder_rabbit::stream_core::errors::ErrorChannels;
 use binder_rabbit::stream_core::message::names;
 use binder_rabbit::{
     BinderError, ConfirmAckCallback, ConsumerScaling, ConsumerTopology, FunctionError, Message,
@@ -74,8 +75,13 @@ pub fn env_at(host: &str, port: u16, extra: &str) -> Environment {
 }
 
 pub fn binder(extra: &str) -> TestBinder {
+    binder_with_env(env(extra))
+}
+
+/// A binder over an environment of the test's own (another broker address, a proxy).
+pub fn binder_with_env(env: Environment) -> TestBinder {
     init_tracing();
-    TestBinder::new(env(extra), ConsumerScaling::default(), HashMap::new())
+    TestBinder::new(env, ConsumerScaling::default(), HashMap::new())
 }
 
 /// A RabbitMQ binder driven through the runtime's [`Harness`], with the request shapes the
@@ -94,6 +100,15 @@ pub struct ConsumerRequest {
     pub destination: String,
     pub group: Option<String>,
     pub properties: ConsumerProperties,
+}
+
+impl ConsumerRequest {
+    /// This instance's index and the instance count (partitioned consumers).
+    pub fn with_instance(mut self, index: u32, count: u32) -> Self {
+        self.properties.instance_index = Some(index);
+        self.properties.instance_count = Some(count);
+        self
+    }
 }
 
 /// A producer binding to create.
@@ -140,6 +155,12 @@ impl TestBinder {
 
     pub fn binder(&self) -> &RabbitBinder {
         self.harness.binder()
+    }
+
+    /// The error channels the bindings' pipelines publish failures to (with the broker's raw
+    /// message, `ErrorMessage::raw`).
+    pub fn error_channels(&self) -> &ErrorChannels {
+        self.harness.error_channels()
     }
 
     /// The old provisioner shape: provisioning lives on the binder itself.
@@ -255,7 +276,7 @@ impl TestBinder {
     ) -> Result<TestProducer, BinderError> {
         let spec = self.producer_spec(&req);
         let p = self.binder().bind_producer(&spec, &topology).await?;
-        Ok(TestProducer(p))
+        Ok(TestProducer(Arc::new(p)))
     }
 
     pub async fn frame_max(&self) -> Option<u32> {
@@ -268,8 +289,9 @@ impl TestBinder {
 }
 
 /// A producer; a `scst_partition` header on a test's message becomes the outbound partition
-/// (the runtime hands the binder the partition as a field).
-pub struct TestProducer(pub RabbitProducerBinding);
+/// (the runtime hands the binder the partition as a field). Clones share the producer.
+#[derive(Clone)]
+pub struct TestProducer(pub Arc<RabbitProducerBinding>);
 
 impl TestProducer {
     pub async fn send(&self, mut message: Message<Bytes>) -> Result<(), BinderError> {
@@ -281,6 +303,11 @@ impl TestProducer {
         self.0
             .send(Outbound::new(message).with_partition(partition))
             .await
+    }
+
+    /// Sends an outbound message as given: its headers untouched, its partition as set.
+    pub async fn send_outbound(&self, outbound: Outbound) -> Result<(), BinderError> {
+        self.0.send(outbound).await
     }
 
     pub async fn flush(&self) -> Result<(), BinderError> {

@@ -198,12 +198,13 @@ impl ErasedFunction {
                     let (input, headers) = prepared?;
                     let output = f(input).await.map_err(Into::into)?;
                     let message = output.into_message(&out_ctx).map_err(FunctionError::new)?;
+                    // The input's headers carry over under the output's own (which win): the
+                    // propagated map is reused, not copied entry by entry.
                     Ok(message.map(|mut m| {
-                        for (k, v) in headers {
-                            if !m.headers().contains(&k) {
-                                m.headers_mut().insert(k, v);
-                            }
-                        }
+                        let own = std::mem::take(m.headers_mut());
+                        let mut merged = headers;
+                        merged.extend_from(&own);
+                        *m.headers_mut() = merged;
                         m
                     }))
                 })
