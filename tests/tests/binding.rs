@@ -9,8 +9,8 @@ use stream_core::binder::{
     ProducerSpec,
 };
 use stream_core::memory::{
-    InMemoryBinder, InMemoryBinderFactory, InMemoryBroker, MemoryBinderProperties,
-    MemoryConsumer, MemoryConsumerProperties, MemoryDestination, MemoryPollable, MemoryProducer,
+    InMemoryBinder, InMemoryBinderFactory, InMemoryBroker, MemoryBinderProperties, MemoryConsumer,
+    MemoryConsumerProperties, MemoryDestination, MemoryPollable, MemoryProducer,
     MemoryProducerProperties,
 };
 use stream_core::{BinderError, FunctionError, Message, StreamApp};
@@ -101,7 +101,10 @@ impl BinderFactory for FlakyFactory {
         "flaky"
     }
 
-    async fn create(&self, _ctx: BinderContext<MemoryBinderProperties>) -> Result<Flaky, BinderError> {
+    async fn create(
+        &self,
+        _ctx: BinderContext<MemoryBinderProperties>,
+    ) -> Result<Flaky, BinderError> {
         Ok(Flaky {
             inner: InMemoryBinder::new(self.broker.clone()),
             failures_left: AtomicU32::new(self.failures),
@@ -143,10 +146,9 @@ async fn unreachable_broker_at_bind_time_is_retried_every_binding_retry_interval
     let status = binding.status();
     assert_eq!(status.state, BindingState::Starting);
     assert!(
-        status
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("connection refused") && r.contains("binding-retry-interval")),
+        status.reason.as_deref().is_some_and(
+            |r| r.contains("connection refused") && r.contains("binding-retry-interval")
+        ),
         "{status:?}"
     );
     assert!(broker.queues("c-in-0").is_empty());

@@ -75,8 +75,8 @@ fn stream_core_names_no_broker() {
             }
         }
     }
-    let manifest = std::fs::read_to_string(root().join("crates/stream-core/Cargo.toml"))
-        .unwrap_or_default();
+    let manifest =
+        std::fs::read_to_string(root().join("crates/stream-core/Cargo.toml")).unwrap_or_default();
     for dep in ["lapin", "rocketmq"] {
         if manifest.contains(dep) {
             offenders.push(format!("stream-core depends on {dep}"));
@@ -133,7 +133,12 @@ fn module_edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let first = rel
             .components()
             .next()
-            .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned())
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_owned()
+            })
             .unwrap_or_default();
         if !modules.contains(&first) {
             continue;
@@ -242,12 +247,16 @@ fn every_binder_crate_runs_the_kit() {
     for krate in crates {
         let test = std::fs::read_to_string(krate.join("tests/conformance.rs")).unwrap_or_default();
         let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap_or_default();
-        let harness_off = manifest.contains("name = \"conformance\"") && manifest.contains("harness = false");
+        let harness_off =
+            manifest.contains("name = \"conformance\"") && manifest.contains("harness = false");
         if !test.contains("Kit::") || !test.contains(".run()") || !harness_off {
             missing.push(krate.display().to_string());
         }
     }
-    assert!(missing.is_empty(), "binder crates without a conformance run: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "binder crates without a conformance run: {missing:?}"
+    );
 }
 
 /// The in-memory binder runs the kit too (from stream-core's own tests).

@@ -334,6 +334,19 @@ impl From<&HeaderValue> for Value {
     }
 }
 
+/// Java's `String.hashCode()`: `h = 31 * h + c` over the UTF-16 code units, wrapping, from 0.
+///
+/// ```
+/// use stream_core::expression::java_string_hash_code;
+/// assert_eq!(java_string_hash_code("foo"), 101574);
+/// assert_eq!(java_string_hash_code("😀"), 1772899);
+/// assert_eq!(java_string_hash_code("polygenelubricants"), i32::MIN);
+/// ```
+pub fn java_string_hash_code(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0_i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,17 +432,4 @@ mod tests {
             Value::Long(1234)
         );
     }
-}
-
-/// Java's `String.hashCode()`: `h = 31 * h + c` over the UTF-16 code units, wrapping, from 0.
-///
-/// ```
-/// use stream_core::expression::java_string_hash_code;
-/// assert_eq!(java_string_hash_code("foo"), 101574);
-/// assert_eq!(java_string_hash_code("😀"), 1772899);
-/// assert_eq!(java_string_hash_code("polygenelubricants"), i32::MIN);
-/// ```
-pub fn java_string_hash_code(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0_i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
