@@ -389,3 +389,47 @@ async fn embedded_headers_are_refused_with_a_reason() {
         .expect_err("embedded headers");
     assert!(err.to_string().contains("embedded-headers"), "{err}");
 }
+
+#[tokio::test]
+async fn a_recovery_needing_an_undeclared_capability_is_refused_at_bind_time() {
+    // The in-memory consumer of a group dead-letters by publishing; a binder that does not
+    // declare dead-letter destinations cannot bind it.
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.cloud.stream.bindings.c-in-0.group", "g")]))
+        .binder(FlakyFactory {
+            broker: InMemoryBroker::new(),
+            failures: 0,
+            caps: Capabilities::none().with(Capability::ConsumerGroups),
+        })
+        .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+        .build()
+        .await
+        .expect_err("dead-lettering is not declared");
+    let text = err.to_string();
+    assert!(text.contains("dead-letter destinations"), "{text}");
+    assert!(text.contains("c-in-0"), "{text}");
+}
+
+#[tokio::test]
+async fn acknowledge_modes_need_their_capabilities() {
+    for (mode, feature) in [
+        ("MANUAL", "acknowledge-mode MANUAL"),
+        ("NONE", "acknowledge-mode NONE"),
+    ] {
+        let err = StreamApp::builder()
+            .environment(env(&[(
+                "spring.cloud.stream.bindings.c-in-0.consumer.acknowledge-mode",
+                mode,
+            )]))
+            .binder(FlakyFactory {
+                broker: InMemoryBroker::new(),
+                failures: 0,
+                caps: all_caps(),
+            })
+            .consumer("c", |_: String| async { Ok::<_, FunctionError>(()) })
+            .build()
+            .await
+            .expect_err("not declared");
+        assert!(err.to_string().contains(feature), "{err}");
+    }
+}

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use stream_core::memory::{
     EXCEPTION_MESSAGE_HEADER, InMemoryBinderFactory, InMemoryBroker, dead_letter_destination,
 };
-use stream_core::message::names;
 use stream_core::stream_config::Environment;
-use stream_core::{FunctionError, HeaderValue, Message, StreamApp};
+use stream_core::{FunctionError, Message, StreamApp};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Order {
@@ -86,14 +85,10 @@ async fn main() -> anyhow::Result<()> {
     for id in ["0", "1", "foo"] {
         let body = format!(r#"{{"id":"{id}","amount":10}}"#);
         broker.send("orders", Message::bytes(body.clone()));
-        if let Some(m) = broker.receive("valid-orders", wait).await {
-            let partition = m
-                .headers()
-                .get(names::PARTITION)
-                .and_then(HeaderValue::as_i64);
+        if let Some((_, partition)) = broker.receive_partitioned("valid-orders", wait).await {
             println!(
-                "order {id:>3}: scst_partition = {} (Java \"{id}\".hashCode() % 2)",
-                partition.unwrap_or(-1)
+                "order {id:>3}: partition {} (Java \"{id}\".hashCode() % 2)",
+                partition.map_or_else(|| "none".to_owned(), |p| p.to_string())
             );
         }
     }

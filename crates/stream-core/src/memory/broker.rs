@@ -13,7 +13,8 @@ use crate::message::{Message, names};
 #[derive(Debug, Default)]
 struct Destination {
     queues: Vec<Arc<Queue>>,
-    capture: Option<Arc<Queue>>,
+    /// What was published, with the partition it was published to.
+    capture: Option<Arc<Queue<(Message<Bytes>, Option<u32>)>>>,
 }
 
 /// An in-process broker shared by in-memory binders.
@@ -98,23 +99,27 @@ impl InMemoryBroker {
 
     /// Publishes a message for `partition` (partitioned queues take only theirs).
     pub fn publish(&self, destination: &str, message: Message<Bytes>, partition: Option<u32>) {
-        let targets: Vec<Arc<Queue>> = self.with(|d| {
+        let (targets, capture) = self.with(|d| {
             d.get(destination)
                 .map(|dest| {
-                    dest.queues
+                    let queues: Vec<Arc<Queue>> = dest
+                        .queues
                         .iter()
                         .filter(|q| match q.partition {
                             Some(p) => partition == Some(p),
                             None => true,
                         })
-                        .chain(dest.capture.iter())
                         .cloned()
-                        .collect()
+                        .collect();
+                    (queues, dest.capture.clone())
                 })
                 .unwrap_or_default()
         });
-        if targets.is_empty() {
+        if targets.is_empty() && capture.is_none() {
             tracing::debug!(destination, "no queue bound; message dropped");
+        }
+        if let Some(c) = capture {
+            c.push((message.clone(), partition));
         }
         let mut message = Some(message);
         let last = targets.len().saturating_sub(1);
@@ -144,6 +149,17 @@ impl InMemoryBroker {
     /// Takes the next recorded message of `destination`, waiting up to `timeout`. Recording
     /// starts with the first call to [`InMemoryBroker::capture`] (or this method).
     pub async fn receive(&self, destination: &str, timeout: Duration) -> Option<Message<Bytes>> {
+        self.receive_partitioned(destination, timeout)
+            .await
+            .map(|(m, _)| m)
+    }
+
+    /// Like [`InMemoryBroker::receive`], with the partition the message was published to.
+    pub async fn receive_partitioned(
+        &self,
+        destination: &str,
+        timeout: Duration,
+    ) -> Option<(Message<Bytes>, Option<u32>)> {
         self.capture(destination);
         let capture = self.with(|d| d.get(destination).and_then(|x| x.capture.clone()))?;
         tokio::time::timeout(timeout, capture.pop()).await.ok()

@@ -11,16 +11,16 @@ use crate::message::Message;
 
 /// A FIFO queue that competing consumers pop from.
 #[derive(Debug)]
-pub(crate) struct Queue {
+pub(crate) struct Queue<T = Message<Bytes>> {
     pub(crate) name: String,
     /// Only messages with this `scst_partition` are routed here.
     pub(crate) partition: Option<u32>,
-    items: Mutex<VecDeque<Message<Bytes>>>,
+    items: Mutex<VecDeque<T>>,
     notify: Notify,
     delivered: AtomicU64,
 }
 
-impl Queue {
+impl<T> Queue<T> {
     pub(crate) fn new(name: String, partition: Option<u32>) -> Self {
         Self {
             name,
@@ -31,22 +31,22 @@ impl Queue {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Message<Bytes>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
         // A poisoned queue still holds valid messages: keep using it.
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn push(&self, message: Message<Bytes>) {
+    pub(crate) fn push(&self, message: T) {
         self.lock().push_back(message);
         self.notify.notify_one();
     }
 
-    pub(crate) fn push_front(&self, message: Message<Bytes>) {
+    pub(crate) fn push_front(&self, message: T) {
         self.lock().push_front(message);
         self.notify.notify_one();
     }
 
-    pub(crate) fn try_pop(&self) -> Option<Message<Bytes>> {
+    pub(crate) fn try_pop(&self) -> Option<T> {
         let m = self.lock().pop_front();
         if m.is_some() {
             self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -55,7 +55,7 @@ impl Queue {
     }
 
     /// Waits for a message.
-    pub(crate) async fn pop(&self) -> Message<Bytes> {
+    pub(crate) async fn pop(&self) -> T {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
