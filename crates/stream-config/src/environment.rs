@@ -587,9 +587,9 @@ fn standard_layers(wd: &Path, dir: &str, base: &str) -> Result<Vec<Layer>, Confi
 }
 
 fn load_file(path: &Path, shown: &str) -> Result<Layer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let ext = path
         .extension()

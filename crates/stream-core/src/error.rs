@@ -533,3 +533,37 @@ pub enum ConversionError {
     #[error("invalid content type `{0}`")]
     InvalidContentType(String),
 }
+
+/// An error and its causes on one line, each cause once (`outer: cause: root`), for logs and
+/// reports; a cause whose text the previous level already shows is skipped.
+///
+/// ```
+/// use stream_core::error::ErrorChain;
+/// let e = std::io::Error::other("disk full");
+/// assert_eq!(ErrorChain(&e).to_string(), "disk full");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !text.is_empty() && !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

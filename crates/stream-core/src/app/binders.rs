@@ -57,9 +57,9 @@ impl Binders {
             .inner
             .create(name.clone(), environment)
             .await
-            .map_err(|source| StreamError::Binder {
+            .map_err(|cause| StreamError::Binder {
                 binding: binding.to_owned(),
-                source,
+                cause,
             })?;
         created.insert(name, Arc::clone(&binder));
         Ok(binder)

@@ -115,9 +115,9 @@ impl StreamBridge {
         let Some(message) =
             output
                 .into_message(&binding.conversion)
-                .map_err(|source| StreamError::Conversion {
+                .map_err(|cause| StreamError::Conversion {
                     destination: name.to_owned(),
-                    source,
+                    cause,
                 })?
         else {
             return Ok(());
@@ -139,9 +139,9 @@ impl StreamBridge {
         binding
             .send(message)
             .await
-            .map_err(|source| StreamError::Send {
+            .map_err(|cause| StreamError::Send {
                 destination: binding.destination.to_string(),
-                source,
+                cause,
             })
     }
 

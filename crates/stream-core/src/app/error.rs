@@ -13,7 +13,7 @@ impl From<ConfigError> for StreamError {
 }
 
 /// Why an application could not bind or run.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
     /// Configuration is invalid.
@@ -35,13 +35,12 @@ pub enum StreamError {
     },
     /// A producer's partitioning settings are invalid (an expression that does not parse
     /// names the key and column).
-    #[error("binding `{binding}`: {source}")]
+    #[error("binding `{binding}`: {cause}")]
     Partition {
         /// Binding name.
         binding: String,
-        /// Why.
-        #[source]
-        source: Box<PartitionError>,
+        /// Why (part of the message).
+        cause: Box<PartitionError>,
     },
     /// A binding is configured in a way that cannot work.
     #[error("binding `{binding}`: {reason}")]
@@ -52,13 +51,12 @@ pub enum StreamError {
         reason: String,
     },
     /// A binder failed to bind.
-    #[error("binding `{binding}`: {source}")]
+    #[error("binding `{binding}`: {cause}")]
     Binder {
         /// Binding name.
         binding: String,
-        /// The binder's error.
-        #[source]
-        source: BinderError,
+        /// The binder's error (part of the message).
+        cause: BinderError,
     },
     /// No binder is registered.
     #[error(
@@ -102,22 +100,20 @@ pub enum StreamError {
         candidates: String,
     },
     /// Sending failed.
-    #[error("send to `{destination}` failed: {source}")]
+    #[error("send to `{destination}` failed: {cause}")]
     Send {
         /// Destination or binding.
         destination: String,
-        /// Why.
-        #[source]
-        source: BinderError,
+        /// Why (part of the message).
+        cause: BinderError,
     },
     /// A payload could not be converted for sending.
-    #[error("send to `{destination}`: {source}")]
+    #[error("send to `{destination}`: {cause}")]
     Conversion {
         /// Destination or binding.
         destination: String,
-        /// Why.
-        #[source]
-        source: ConversionError,
+        /// Why (part of the message).
+        cause: ConversionError,
     },
     /// No binding with that name.
     #[error("no binding named `{0}`")]
@@ -125,4 +121,12 @@ pub enum StreamError {
     /// Shutdown did not complete in time or failed.
     #[error("shutdown: {0}")]
     Shutdown(String),
+}
+
+/// Reads as the message and its causes, each once: what `fn main() -> Result<(), StreamError>`
+/// prints when the application cannot start.
+impl std::fmt::Debug for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::error::ErrorChain(self))
+    }
 }

@@ -107,9 +107,9 @@ impl PollableConsumer {
         self.source
             .poll(&pipeline)
             .await
-            .map_err(|source| StreamError::Binder {
+            .map_err(|cause| StreamError::Binder {
                 binding: self.base.id.binding.to_string(),
-                source,
+                cause,
             })
     }
 

@@ -176,9 +176,9 @@ impl AppShared {
                         timing: self.timing(),
                     })
                     .await
-                    .map_err(|source| StreamError::Binder {
+                    .map_err(|cause| StreamError::Binder {
                         binding: binding.to_owned(),
-                        source,
+                        cause,
                     })?;
                 bound.push(b);
             }
@@ -218,9 +218,9 @@ impl AppShared {
                 timing: self.timing(),
             })
             .await
-            .map_err(|source| StreamError::Binder {
+            .map_err(|cause| StreamError::Binder {
                 binding: binding.to_owned(),
-                source,
+                cause,
             })?;
         Ok((source, pipeline))
     }
@@ -234,9 +234,9 @@ impl AppShared {
         let partition = if p.is_partitioned() {
             Some(
                 PartitionHandler::from_properties(name, p, &self.extractors, &self.selectors)
-                    .map_err(|source| StreamError::Partition {
+                    .map_err(|cause| StreamError::Partition {
                         binding: name.to_owned(),
-                        source: Box::new(source),
+                        cause: Box::new(cause),
                     })?,
             )
         } else {
@@ -251,9 +251,9 @@ impl AppShared {
                 retry_interval: self.config.stream().binding_retry_interval,
             })
             .await
-            .map_err(|source| StreamError::Binder {
+            .map_err(|cause| StreamError::Binder {
                 binding: name.to_owned(),
-                source,
+                cause,
             })?;
         Ok(Arc::new(OutputBinding {
             binding: name.into(),
