@@ -69,7 +69,7 @@ impl StreamAppBuilder {
             ))),
         };
         let (supplier_stop, _) = watch::channel(false);
-        let mut consumers: Vec<Box<dyn Binding>> = Vec::new();
+        let mut consumers: Vec<std::sync::Arc<dyn Binding>> = Vec::new();
         let mut suppliers: Vec<JoinHandle<()>> = Vec::new();
         for (def, f) in functions {
             let output = outputs.get(&def.output_binding(0)).cloned();
@@ -87,7 +87,9 @@ impl StreamAppBuilder {
                 }
                 _ => consumers.extend(
                     bind_function_input(&shared, &self.error_handlers, &def, f, output, &bridge)
-                        .await?,
+                        .await?
+                        .into_iter()
+                        .map(std::sync::Arc::from),
                 ),
             }
         }

@@ -5,6 +5,7 @@ mod bridge;
 mod build;
 mod builder;
 mod error;
+mod handle;
 mod invoke;
 mod output;
 mod pollable;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 pub use bridge::StreamBridge;
 pub use builder::StreamAppBuilder;
 pub use error::StreamError;
+pub use handle::{AppHandle, AppHealth, BindingCommand};
 pub use pollable::PollableConsumer;
 
 use self::output::OutputBinding;
@@ -34,7 +36,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running application.
 pub struct StreamApp {
     pub(crate) shared: Arc<AppShared>,
-    pub(crate) consumers: Vec<Box<dyn Binding>>,
+    pub(crate) consumers: Vec<Arc<dyn Binding>>,
     pub(crate) outputs: Arc<HashMap<String, Arc<OutputBinding>>>,
     pub(crate) bridge: StreamBridge,
     pub(crate) suppliers: Vec<JoinHandle<()>>,
@@ -67,16 +69,12 @@ impl StreamApp {
         &self.shared.config
     }
 
-    /// Consumer bindings and their states, then output bindings (always running).
+    /// Consumer bindings and their states, then output bindings.
     pub fn bindings(&self) -> Vec<(String, BindingState)> {
         self.consumers
             .iter()
             .map(|b| (b.name().to_owned(), b.state()))
-            .chain(
-                self.outputs
-                    .keys()
-                    .map(|k| (k.clone(), BindingState::Running)),
-            )
+            .chain(self.outputs.iter().map(|(k, o)| (k.clone(), o.state())))
             .collect()
     }
 
@@ -87,6 +85,21 @@ impl StreamApp {
             .filter(|b| b.name() == name)
             .map(|b| &**b)
             .collect()
+    }
+
+    /// A handle for admin code: the bindings (inputs and outputs), their state changes, the
+    /// binders' health. It stays usable while the application runs.
+    pub fn handle(&self) -> AppHandle {
+        let mut all: Vec<Arc<dyn Binding>> = self.consumers.clone();
+        all.extend(
+            self.outputs
+                .values()
+                .map(|o| Arc::clone(o) as Arc<dyn Binding>),
+        );
+        AppHandle {
+            bindings: Arc::new(all),
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// A pollable consumer configured in `spring.cloud.stream.pollable-source`.

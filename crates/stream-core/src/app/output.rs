@@ -1,12 +1,14 @@
 //! Output bindings: partition selection and sending through the binder's producer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::binder::Outbound;
 use crate::binder::erased::DynProducer;
+use crate::binder::{Binding, BindingState, BindingStatus, Outbound};
 use crate::error::{BinderError, FunctionError};
 use crate::errors::{ErrorChannels, ErrorMessage};
 use crate::function::ConversionContext;
@@ -24,6 +26,8 @@ pub(crate) struct OutputBinding {
     pub(crate) conversion: ConversionContext,
     /// Producer error channel (`<destination>.errors`) when `error-channel-enabled`.
     pub(crate) error_channel: Option<(ErrorChannels, String)>,
+    /// Started (`producer.auto-startup`, or `start`): a stopped output refuses to send.
+    pub(crate) running: AtomicBool,
 }
 
 impl OutputBinding {
@@ -44,6 +48,9 @@ impl OutputBinding {
 
     /// Applies partitioning and sends.
     pub(crate) async fn send(&self, message: Message<Bytes>) -> Result<(), BinderError> {
+        if !self.running.load(Ordering::Acquire) {
+            return Err(self.stopped());
+        }
         let span = tracing::debug_span!(
             "stream.publish",
             messaging.system = self.binder_type,
@@ -77,5 +84,70 @@ impl OutputBinding {
         }
         .instrument(span)
         .await
+    }
+}
+
+impl OutputBinding {
+    #[cold]
+    fn stopped(&self) -> BinderError {
+        BinderError::new(
+            crate::error::BinderErrorKind::Closed,
+            format!(
+                "output binding `{}` is stopped (producer.auto-startup=false, or stopped); start it before sending",
+                self.binding
+            ),
+        )
+        .with_destination(&*self.destination)
+    }
+}
+
+#[async_trait]
+impl Binding for OutputBinding {
+    fn name(&self) -> &str {
+        &self.binding
+    }
+
+    fn is_input(&self) -> bool {
+        false
+    }
+
+    fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    fn group(&self) -> Option<&str> {
+        None
+    }
+
+    fn binder_type(&self) -> &str {
+        self.binder_type
+    }
+
+    fn status(&self) -> BindingStatus {
+        if !self.running.load(Ordering::Acquire) {
+            return BindingStatus::new(BindingState::Stopped);
+        }
+        match self.producer.pending() {
+            Some(reason) => BindingStatus::because(BindingState::Starting, reason),
+            None => BindingStatus::new(BindingState::Running),
+        }
+    }
+
+    async fn start(&self) -> Result<(), BinderError> {
+        self.running.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), BinderError> {
+        self.running.store(false, Ordering::Release);
+        self.producer.flush().await
+    }
+
+    async fn pause(&self) -> Result<(), BinderError> {
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), BinderError> {
+        Ok(())
     }
 }

@@ -265,6 +265,7 @@ impl AppShared {
             error_channel: p
                 .error_channel_enabled
                 .then(|| (self.errors.clone(), producer_error_channel(&destination))),
+            running: std::sync::atomic::AtomicBool::new(p.auto_startup),
         }))
     }
 }

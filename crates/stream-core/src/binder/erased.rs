@@ -71,12 +71,15 @@ pub(crate) trait DynBinder: Send + Sync + 'static {
         &self,
         req: InputRequest<'_>,
     ) -> Result<Box<dyn DynPollable>, BinderError>;
+    async fn health(&self) -> super::BinderHealth;
     async fn close(&self) -> Result<(), BinderError>;
 }
 
 /// A producer, erased.
 #[async_trait]
 pub(crate) trait DynProducer: Send + Sync + 'static {
+    /// Why the producer is not bound yet (late binding), if it is not.
+    fn pending(&self) -> Option<String>;
     async fn send(&self, outbound: Outbound) -> Result<(), BinderError>;
     async fn flush(&self) -> Result<(), BinderError>;
     async fn close(&self) -> Result<(), BinderError>;
@@ -419,6 +422,10 @@ impl<B: Binder> DynBinder for BinderAdapter<B> {
         )))
     }
 
+    async fn health(&self) -> super::BinderHealth {
+        self.binder.health().await
+    }
+
     async fn close(&self) -> Result<(), BinderError> {
         self.binder.close().await
     }
@@ -460,6 +467,19 @@ impl<B: Binder> ProducerSlot<B> {
 
 #[async_trait]
 impl<B: Binder> DynProducer for ProducerSlot<B> {
+    fn pending(&self) -> Option<String> {
+        if self.producer.get().is_some() {
+            return None;
+        }
+        Some(
+            self.pending
+                .lock()
+                .ok()
+                .and_then(|p| p.clone())
+                .unwrap_or_else(|| "not bound yet".to_owned()),
+        )
+    }
+
     async fn send(&self, outbound: Outbound) -> Result<(), BinderError> {
         match self.producer.get() {
             Some(p) => p.send(outbound).await,

@@ -33,6 +33,7 @@
 mod capability;
 mod delivery;
 pub(crate) mod erased;
+mod health;
 mod inflight;
 pub(crate) mod lifecycle;
 mod registry;
@@ -49,6 +50,7 @@ pub use crate::process::{DeadLetter, DeadLetterRoute, FailedMessage, Recovery, S
 pub use capability::{Capabilities, Capability};
 pub use delivery::{Body, Delivery};
 pub use erased::AnyBinderFactory;
+pub use health::{BinderHealth, HealthStatus};
 pub use inflight::{InFlight, InFlightGuard, OwnedInFlightGuard};
 pub use lifecycle::{Binding, BindingState, BindingStatus};
 pub use registry::BinderRegistry;
@@ -176,6 +178,12 @@ pub trait Binder: Send + Sync + Sized + 'static {
         spec: &ConsumerSpec<Self::ConsumerProperties>,
         destination: &Self::ConsumerDestination,
     ) -> impl Future<Output = Result<Self::Pollable, BinderError>> + Send;
+
+    /// Whether the binder reaches its broker (address, version, last error as details), for
+    /// the application's health. The default does not know.
+    fn health(&self) -> impl Future<Output = BinderHealth> + Send {
+        async { BinderHealth::unknown() }
+    }
 
     /// Closes connections. Called once, after every binding has stopped.
     fn close(&self) -> impl Future<Output = Result<(), BinderError>> + Send;

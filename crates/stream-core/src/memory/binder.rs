@@ -13,9 +13,9 @@ use super::properties::{
 };
 use super::queue::Queue;
 use crate::binder::{
-    Binder, BinderContext, BinderFactory, Capabilities, Capability, Consumer, ConsumerSpec,
-    DeadLetter, DeadLetterRoute, Delivery, Group, Outbound, Pollable, Producer, ProducerSpec,
-    Recovery, Settle, Settlement, Sink, SourceStatus,
+    Binder, BinderContext, BinderFactory, BinderHealth, Capabilities, Capability, Consumer,
+    ConsumerSpec, DeadLetter, DeadLetterRoute, Delivery, Group, Outbound, Pollable, Producer,
+    ProducerSpec, Recovery, Settle, Settlement, Sink, SourceStatus,
 };
 use crate::error::BinderError;
 use crate::message::{Message, names};
@@ -248,6 +248,14 @@ impl Binder for InMemoryBinder {
             })
             .collect();
         Ok(MemoryPollable { settler, queues })
+    }
+
+    async fn health(&self) -> BinderHealth {
+        if self.broker.is_available() {
+            BinderHealth::up().with_detail("broker", "in-memory")
+        } else {
+            BinderHealth::down("the in-memory broker is cut off (InMemoryBroker::cut)")
+        }
     }
 
     async fn close(&self) -> Result<(), BinderError> {
