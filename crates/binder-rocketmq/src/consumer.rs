@@ -28,9 +28,10 @@ use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel as MqMod
 use stream_core::BinderError;
 use stream_core::binder::{
     Consumer, ConsumerSpec, DeadLetter, DeadLetterRoute, Delivery, Recovery, Settle, Settlement,
-    Sink,
+    Sink, SourceStatus,
 };
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::allocate::PartitionAllocation;
@@ -79,6 +80,9 @@ pub(crate) fn from_where(w: ConsumeFromWhere) -> MqFromWhere {
     }
 }
 
+/// How often a running consumer checks that its broker answers.
+const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+
 /// Everything a push consumer is (re)created from on `start`.
 #[derive(Debug)]
 struct PushSpec {
@@ -111,6 +115,8 @@ pub struct RocketMqConsumer {
     domain: ClientDomain,
     /// The running client (also used by listeners to send failed messages back).
     client: Arc<Mutex<Option<DefaultMQPushConsumer>>>,
+    /// The task watching the broker connection.
+    watch: StdMutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RocketMqConsumer {
@@ -154,6 +160,7 @@ impl RocketMqConsumer {
             admin,
             domain,
             client: Arc::new(Mutex::new(None)),
+            watch: StdMutex::new(None),
         })
     }
 
@@ -295,8 +302,25 @@ impl Consumer for RocketMqConsumer {
             return Ok(());
         }
         let span = tracing::info_span!("rocketmq.consumer.start", binding = %s.binding, topic = %s.topic.topic, group = %s.topic.group);
-        let consumer = self.create(sink).instrument(span).await?;
+        let consumer = self.create(sink.clone()).instrument(span).await?;
         *slot = Some(consumer);
+        drop(slot);
+        let watch = sink.spawn(
+            "rocketmq-broker-watch",
+            watch_broker(
+                Arc::clone(&self.client),
+                sink.clone(),
+                Arc::clone(&self.spec),
+            ),
+        );
+        if let Some(old) = self
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(watch)
+        {
+            old.abort();
+        }
         tracing::info!(
             binding = %s.binding,
             topic = %s.topic.topic,
@@ -311,6 +335,13 @@ impl Consumer for RocketMqConsumer {
     }
 
     async fn stop(&self) -> Result<(), BinderError> {
+        // The runtime has signalled the sink's stop: the watch ends after its current probe.
+        let watch = self.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = watch
+            && let Err(e) = w.await
+        {
+            tracing::warn!(binding = %self.spec.binding, error = %e, "the broker watch failed");
+        }
         let consumer = self.client.lock().await.take();
         if let Some(mut c) = consumer {
             // Stops pulling, waits (await-termination-millis-when-shutdown) for running
@@ -333,6 +364,80 @@ impl Consumer for RocketMqConsumer {
             c.resume().await;
         }
         Ok(())
+    }
+}
+
+/// Watches the consumer's connection: every [`PROBE_INTERVAL`] it asks the broker for a queue's
+/// offset (the queue found through the name server, kept while the name server is away) and
+/// reports [`SourceStatus::Lost`] when the broker does not answer, [`SourceStatus::Consuming`]
+/// once it does again. The client itself keeps reconnecting meanwhile.
+async fn watch_broker(
+    client: Arc<Mutex<Option<DefaultMQPushConsumer>>>,
+    sink: Sink<RocketMqConsumer>,
+    spec: Arc<PushSpec>,
+) {
+    let stopped = sink.stopped();
+    tokio::pin!(stopped);
+    let mut queue: Option<MessageQueue> = None;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+        let probe = {
+            let mut guard = client.lock().await;
+            match guard.as_mut() {
+                None => return,
+                Some(c) => probe(c, &spec.topic.topic, &mut queue).await,
+            }
+        };
+        match probe {
+            Ok(()) if lost => {
+                lost = false;
+                tracing::info!(binding = %spec.binding, "the RocketMQ broker answers again");
+                sink.report(SourceStatus::Consuming);
+            }
+            Err(reason) if !lost => {
+                lost = true;
+                tracing::warn!(binding = %spec.binding, reason = %reason, "RocketMQ consumer cut off");
+                sink.report(SourceStatus::Lost { reason });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One probe: `Err` says why the broker cannot be reached.
+async fn probe(
+    consumer: &mut DefaultMQPushConsumer,
+    topic: &str,
+    queue: &mut Option<MessageQueue>,
+) -> Result<(), String> {
+    if queue.is_none() {
+        match consumer.fetch_subscribe_message_queues(topic).await {
+            Ok(found) => *queue = found.into_iter().next(),
+            Err(e) => {
+                return Err(format!(
+                    "the name server does not answer ({e}); the client keeps trying"
+                ));
+            }
+        }
+    }
+    let Some(q) = queue.as_ref() else {
+        return Err(format!(
+            "topic `{topic}` has no queue (no broker serves it)"
+        ));
+    };
+    match consumer.max_offset(q).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Look the route up again next time: the broker may come back elsewhere.
+            *queue = None;
+            Err(format!(
+                "the broker does not answer ({e}); the client reconnects when it is back"
+            ))
+        }
     }
 }
 
@@ -473,7 +578,11 @@ impl Bridge {
     /// The orderly listener: in queue order; the first message to deliver again suspends the
     /// queue (`suspend-current-queue-time-millis`) and the batch comes back, without running
     /// the messages before it again.
-    fn orderly(&self, msgs: &[&MessageExt], ctx: &mut ConsumeOrderlyContext) -> ConsumeOrderlyStatus {
+    fn orderly(
+        &self,
+        msgs: &[&MessageExt],
+        ctx: &mut ConsumeOrderlyContext,
+    ) -> ConsumeOrderlyStatus {
         let queue = ctx.get_message_queue().clone();
         let done_below = self
             .orderly_done
@@ -517,7 +626,11 @@ mod tests {
         let redeliver = Recovery::new(DeadLetterRoute::Redeliver, DeadLetterRoute::Publish);
         let publish = Recovery::new(DeadLetterRoute::Publish, DeadLetterRoute::Publish);
         assert_eq!(recovery(&p, true), redeliver);
-        assert_eq!(recovery(&p, false), publish, "polled: the binder dead-letters");
+        assert_eq!(
+            recovery(&p, false),
+            publish,
+            "polled: the binder dead-letters"
+        );
         p.push.delay_level_when_next_consume = -1;
         assert_eq!(recovery(&p, true), publish);
         p.push.orderly = true;
