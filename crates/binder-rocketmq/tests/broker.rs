@@ -750,7 +750,10 @@ async fn pollable_app(topic: &str, group: &str) -> StreamApp {
             ("spring.cloud.stream.pollable-source", "poll"),
             ("spring.cloud.stream.bindings.poll-in-0.destination", topic),
             ("spring.cloud.stream.bindings.poll-in-0.group", group),
-            ("spring.cloud.stream.bindings.poll-in-0.consumer.max-attempts", "1"),
+            (
+                "spring.cloud.stream.bindings.poll-in-0.consumer.max-attempts",
+                "1",
+            ),
             (
                 "spring.cloud.stream.rocketmq.bindings.poll-in-0.consumer.pull.poll-timeout-millis",
                 "1000",
@@ -794,8 +797,9 @@ async fn poll_until(
             .await
             .expect("poll");
     }
-    let calls = calls.lock().expect("lock").clone();
-    calls
+    let polled = calls.lock().expect("lock").clone();
+    drop(calls);
+    polled
 }
 
 /// Polls `n` times; how many polls found a message.
@@ -827,16 +831,15 @@ async fn polled_consumer_requeue_seeks_back() {
     let calls = poll_until(
         &app,
         decide(move |m| {
-            if m.payload().as_ref() == b"p1" && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+            if m.payload().as_ref() == b"p1"
+                && first.swap(false, std::sync::atomic::Ordering::SeqCst)
             {
                 Outcome::Requeue
             } else {
                 Outcome::Ack
             }
         }),
-        |calls| {
-            calls.iter().filter(|c| *c == "p1").count() >= 2 && calls.iter().any(|c| c == "p2")
-        },
+        |calls| calls.iter().filter(|c| *c == "p1").count() >= 2 && calls.iter().any(|c| c == "p2"),
     )
     .await;
     // p1 and p2 may sit on different queues, so their relative order is open; p1 was requeued
@@ -857,14 +860,22 @@ async fn polled_consumer_recover_dead_letters_and_commits() {
     let app = pollable_app(&topic, &group).await;
     let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    send(&p, Message::bytes("bad poll").with_header("origin", "polled")).await;
+    send(
+        &p,
+        Message::bytes("bad poll").with_header("origin", "polled"),
+    )
+    .await;
     let calls = poll_until(&app, decide(|_| Outcome::fail("cannot handle")), |c| {
         !c.is_empty()
     })
     .await;
     assert_eq!(calls, ["bad poll"]);
     // Recovered: dead-lettered and committed, so nothing comes back.
-    assert_eq!(polls_finding_something(&app, 3).await, 0, "nothing redelivered");
+    assert_eq!(
+        polls_finding_something(&app, 3).await,
+        0,
+        "nothing redelivered"
+    );
     app.shutdown().await.expect("shutdown");
     let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
     assert_eq!(body(&dlq), "bad poll");
@@ -885,10 +896,18 @@ async fn polled_consumer_reject_dead_letters_and_commits() {
     let app = pollable_app(&topic, &group).await;
     let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    send(&p, Message::bytes("refused").with_header("origin", "polled")).await;
+    send(
+        &p,
+        Message::bytes("refused").with_header("origin", "polled"),
+    )
+    .await;
     let calls = poll_until(&app, decide(|_| Outcome::Reject), |c| !c.is_empty()).await;
     assert_eq!(calls, ["refused"]);
-    assert_eq!(polls_finding_something(&app, 3).await, 0, "nothing redelivered");
+    assert_eq!(
+        polls_finding_something(&app, 3).await,
+        0,
+        "nothing redelivered"
+    );
     app.shutdown().await.expect("shutdown");
     let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
     assert_eq!(body(&dlq), "refused");
@@ -1045,7 +1064,10 @@ async fn backlog_is_consumed_exactly_once_without_failures() {
     eprintln!("produced {n} in {:?}", started.elapsed());
     let mut c = Consumers::new();
     let mut rx = c.consumer("in", &topic, Some(&unique("bl")), ack_all());
-    c.property("spring.cloud.stream.bindings.in-in-0.consumer.concurrency", "8");
+    c.property(
+        "spring.cloud.stream.bindings.in-in-0.consumer.concurrency",
+        "8",
+    );
     let app = c.start().await;
     let consumed = Instant::now();
     let mut seen = std::collections::HashSet::new();

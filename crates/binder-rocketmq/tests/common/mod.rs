@@ -259,10 +259,7 @@ impl Consumers {
     pub(crate) async fn start_with(self, factory: RocketMqBinderFactory) -> StreamApp {
         let mut pairs: Vec<(String, String)> = Vec::new();
         let names: Vec<&str> = self.defs.iter().map(|d| d.name.as_str()).collect();
-        pairs.push((
-            "spring.cloud.function.definition".into(),
-            names.join(";"),
-        ));
+        pairs.push(("spring.cloud.function.definition".into(), names.join(";")));
         for d in &self.defs {
             let b = |k: &str| format!("spring.cloud.stream.bindings.{}-in-0.{k}", d.name);
             pairs.push((b("destination"), d.topic.clone()));
