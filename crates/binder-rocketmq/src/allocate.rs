@@ -28,8 +28,7 @@ impl PartitionAllocation {
 
     /// Whether queue `queue_id` belongs to this instance.
     fn owns(&self, queue_id: i32) -> bool {
-        u32::try_from(queue_id)
-            .is_ok_and(|q| self.partitions.contains(&(q % self.instance_count)))
+        u32::try_from(queue_id).is_ok_and(|q| self.partitions.contains(&(q % self.instance_count)))
     }
 }
 
@@ -86,15 +85,27 @@ mod tests {
         let zero = PartitionAllocation::new(vec![0], 2);
         let one = PartitionAllocation::new(vec![1], 2);
         let both = PartitionAllocation::new(vec![0, 1], 2);
-        assert_eq!(ids(&zero.allocate(&g, &cids[0], &all, &cids).unwrap_or_default()), [0, 2]);
-        assert_eq!(ids(&one.allocate(&g, &cids[1], &all, &cids).unwrap_or_default()), [1, 3]);
+        assert_eq!(
+            ids(&zero.allocate(&g, &cids[0], &all, &cids).unwrap_or_default()),
+            [0, 2]
+        );
+        assert_eq!(
+            ids(&one.allocate(&g, &cids[1], &all, &cids).unwrap_or_default()),
+            [1, 3]
+        );
         assert_eq!(
             ids(&both.allocate(&g, &cids[0], &all, &cids).unwrap_or_default()),
             [0, 1, 2, 3]
         );
         // One instance: every queue.
         let single = PartitionAllocation::new(vec![0], 1);
-        assert_eq!(ids(&single.allocate(&g, &cids[0], &all, &cids).unwrap_or_default()).len(), 4);
+        assert_eq!(
+            ids(&single
+                .allocate(&g, &cids[0], &all, &cids)
+                .unwrap_or_default())
+            .len(),
+            4
+        );
     }
 
     #[test]
@@ -103,8 +114,16 @@ mod tests {
         let cids = [CheetahString::from("a"), CheetahString::from("b")];
         let g = CheetahString::from("g");
         let one = PartitionAllocation::new(vec![1], 2);
-        let got_a = one.allocate(&g, &cids[0], &retry, &cids).unwrap_or_default();
-        let got_b = one.allocate(&g, &cids[1], &retry, &cids).unwrap_or_default();
-        assert_eq!(got_a.len() + got_b.len(), 1, "exactly one member takes the retry queue");
+        let got_a = one
+            .allocate(&g, &cids[0], &retry, &cids)
+            .unwrap_or_default();
+        let got_b = one
+            .allocate(&g, &cids[1], &retry, &cids)
+            .unwrap_or_default();
+        assert_eq!(
+            got_a.len() + got_b.len(),
+            1,
+            "exactly one member takes the retry queue"
+        );
     }
 }

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use stream_core::BinderError;
-use stream_core::binder::{
-    Binder, Capabilities, Capability, ConsumerSpec, ProducerSpec,
-};
+use stream_core::binder::{Binder, Capabilities, Capability, ConsumerSpec, ProducerSpec};
 use tokio::sync::Mutex;
 
 use crate::config::{
@@ -190,8 +188,7 @@ impl Binder for RocketMqBinder {
     }
 
     async fn close(&self) -> Result<(), BinderError> {
-        let producers: Vec<Arc<ActiveProducer>> =
-            std::mem::take(&mut *self.producers.lock().await);
+        let producers: Vec<Arc<ActiveProducer>> = std::mem::take(&mut *self.producers.lock().await);
         for p in producers {
             if let Err(e) = p.close().await {
                 tracing::warn!(error = %e, "closing a RocketMQ producer failed");
@@ -207,7 +204,10 @@ impl Binder for RocketMqBinder {
 /// queue for are never consumed.
 fn warn_about_partitions(spec: &ConsumerSpec<RocketMqConsumerProperties>, topic: &ConsumerTopic) {
     if topic.queues > 0
-        && let Some(&p) = spec.partitions.iter().find(|&&p| p as usize >= topic.queues)
+        && let Some(&p) = spec
+            .partitions
+            .iter()
+            .find(|&&p| p as usize >= topic.queues)
     {
         tracing::warn!(
             binding = %spec.binding,

@@ -128,13 +128,19 @@ mod tests {
         assert_eq!(m.get_body().map(|b| &b[..]), Some(&b"body"[..]));
         assert_eq!(m.property("KEYS"), Some("k1"));
         assert_eq!(m.property("h"), Some("v"));
-        assert_eq!(m.property(MessageConst::PROPERTY_RETRY_TOPIC), Some("orders"));
+        assert_eq!(
+            m.property(MessageConst::PROPERTY_RETRY_TOPIC),
+            Some("orders")
+        );
         assert_eq!(
             m.property(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID),
             Some("MSG1")
         );
         assert_eq!(m.property(MessageConst::PROPERTY_RECONSUME_TIME), Some("2"));
-        assert_eq!(m.property(names::EXCEPTION_MESSAGE), Some("negative amount"));
+        assert_eq!(
+            m.property(names::EXCEPTION_MESSAGE),
+            Some("negative amount")
+        );
         assert_eq!(
             m.property(names::EXCEPTION_STACKTRACE),
             Some("validation: negative amount")

@@ -80,6 +80,9 @@ mod tests {
             |m| BinderError::provisioning("t", m),
         );
         assert!(!e.is_temporary());
-        assert_eq!(e.to_string(), "provisioning `t` failed: the topic is refused");
+        assert_eq!(
+            e.to_string(),
+            "provisioning `t` failed: the topic is refused"
+        );
     }
 }

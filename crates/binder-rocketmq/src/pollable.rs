@@ -226,8 +226,11 @@ impl RocketMqPollable {
             .seek(&mq, ext.queue_offset())
             .await
             .map_err(|e| {
-                BinderError::settle(&self.topic.topic, "cannot seek the queue back to the message")
-                    .with_source(e)
+                BinderError::settle(
+                    &self.topic.topic,
+                    "cannot seek the queue back to the message",
+                )
+                .with_source(e)
             })
     }
 }

@@ -155,7 +155,6 @@ impl RocketMqProducer {
             },
         }
     }
-
 }
 
 impl From<Arc<ActiveProducer>> for RocketMqProducer {
@@ -228,29 +227,33 @@ pub(crate) async fn bind(
         .unwrap_or_else(|| "anonymous".to_owned());
     let selector = match &props.message_queue_selector {
         None => None,
-        Some(name) => Some(Arc::clone(cx.hooks.selectors.get(name).ok_or_else(|| {
-            BinderError::invalid_property(
-                key("message-queue-selector"),
-                format!(
-                    "no message-queue selector named `{name}` ({}); register it with \
+        Some(name) => Some(Arc::clone(cx.hooks.selectors.get(name).ok_or_else(
+            || {
+                BinderError::invalid_property(
+                    key("message-queue-selector"),
+                    format!(
+                        "no message-queue selector named `{name}` ({}); register it with \
                      RocketMqBinderFactory::builder().message_queue_selector(..)",
-                    known(&cx.hooks.selectors)
-                ),
-            )
-        })?)),
+                        known(&cx.hooks.selectors)
+                    ),
+                )
+            },
+        )?)),
     };
     let callback = match &props.send_call_back {
         None => None,
-        Some(name) => Some(Arc::clone(cx.hooks.callbacks.get(name).ok_or_else(|| {
-            BinderError::invalid_property(
-                key("send-call-back"),
-                format!(
-                    "no send callback named `{name}` ({}); register it with \
+        Some(name) => Some(Arc::clone(cx.hooks.callbacks.get(name).ok_or_else(
+            || {
+                BinderError::invalid_property(
+                    key("send-call-back"),
+                    format!(
+                        "no send callback named `{name}` ({}); register it with \
                      RocketMqBinderFactory::builder().send_callback(..)",
-                    known(&cx.hooks.callbacks)
-                ),
-            )
-        })?)),
+                        known(&cx.hooks.callbacks)
+                    ),
+                )
+            },
+        )?)),
     };
     if callback.is_some() && props.send_type != SendType::Async {
         tracing::warn!(binding = %binding, "send-call-back is only called for send-type Async");

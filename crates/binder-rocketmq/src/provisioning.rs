@@ -165,9 +165,10 @@ impl Admin {
                 builder = builder.rpc_hook(hook);
             }
             let mut admin = builder.build();
-            admin.start().await.map_err(|e| {
-                unreachable(common, "the admin client cannot start").with_source(e)
-            })?;
+            admin
+                .start()
+                .await
+                .map_err(|e| unreachable(common, "the admin client cannot start").with_source(e))?;
             clients.insert(key.clone(), admin);
         }
         clients
@@ -188,14 +189,14 @@ impl Admin {
             Ok(Some(r)) if r.send_status == SendStatus::SendOk => Ok(()),
             Ok(r) => Err(BinderError::send(
                 &topic,
-                format!(
-                    "the broker answered {:?}",
-                    r.map(|r| r.send_status)
-                ),
+                format!("the broker answered {:?}", r.map(|r| r.send_status)),
             )),
-            Err(e) => Err(classify(e, common, format!("cannot send to `{topic}`"), |m| {
-                BinderError::send(&topic, m)
-            })),
+            Err(e) => Err(classify(
+                e,
+                common,
+                format!("cannot send to `{topic}`"),
+                |m| BinderError::send(&topic, m),
+            )),
         }
     }
 
@@ -214,7 +215,7 @@ impl Admin {
             Ok(_) => {}
             Err(e) if is_transient(&e) => {
                 return Err(
-                    unreachable(common, format!("cannot look topic `{topic}` up")).with_source(e)
+                    unreachable(common, format!("cannot look topic `{topic}` up")).with_source(e),
                 );
             }
             Err(e) => tracing::debug!(topic, error = %e, "no route for the topic"),
@@ -314,6 +315,9 @@ mod tests {
         let (group, anon) = consumer_group(&spec, &common(&props));
         assert!(anon);
         assert_eq!(group, format!("anonymous_kit_orders_v2_{}", name.suffix()));
-        assert!(!TopicValidator::is_topic_or_group_illegal(&group), "{group}");
+        assert!(
+            !TopicValidator::is_topic_or_group_illegal(&group),
+            "{group}"
+        );
     }
 }
