@@ -151,7 +151,7 @@ impl Binder for RocketMqBinder {
         let props = &spec.extension;
         if props.producer_type == ProducerType::Trans && props.transaction_listener.is_none() {
             return Err(BinderError::invalid_property(
-                spec.extension_key(crate::ROCKETMQ_BINDER_TYPE, "transaction-listener"),
+                spec.extension_key(crate::config::ROCKETMQ_BINDER_TYPE, "transaction-listener"),
                 "producer-type is Trans but no transaction listener is named; register one with \
                  RocketMqBinderFactory::builder().transaction_listener(name, ..) and set this key \
                  to its name",

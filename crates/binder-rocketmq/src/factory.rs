@@ -6,11 +6,8 @@ use stream_core::BinderError;
 use stream_core::binder::{BinderContext, BinderFactory};
 
 use crate::bind::RocketMqBinder;
-use crate::config::RocketMqBinderProperties;
+use crate::config::{ROCKETMQ_BINDER_TYPE, RocketMqBinderProperties};
 use crate::hooks::{Hooks, MessageQueueSelectorFn, SendCallbackFn, TransactionHandler};
-
-/// Type name of this binder (`spring.cloud.stream.binders.<name>.type: rocketmq`).
-pub const ROCKETMQ_BINDER_TYPE: &str = "rocketmq";
 
 /// Creates [`RocketMqBinder`]s; holds the named handlers producers refer to.
 ///
@@ -72,7 +69,7 @@ impl RocketMqBinderFactoryBuilder {
     pub fn send_callback(
         mut self,
         name: impl Into<String>,
-        callback: impl Fn(&Result<crate::SendReceipt, String>) + Send + Sync + 'static,
+        callback: impl Fn(&Result<crate::hooks::SendReceipt, String>) + Send + Sync + 'static,
     ) -> Self {
         let callback: Arc<SendCallbackFn> = Arc::new(callback);
         self.hooks.callbacks.insert(name.into(), callback);

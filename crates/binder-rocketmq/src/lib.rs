@@ -18,9 +18,10 @@ mod provisioning;
 mod runtime;
 
 pub use bind::RocketMqBinder;
+pub use config::ROCKETMQ_BINDER_TYPE;
 pub use consumer::RocketMqConsumer;
 pub use delivery::RocketMqRaw;
-pub use factory::{ROCKETMQ_BINDER_TYPE, RocketMqBinderFactory, RocketMqBinderFactoryBuilder};
+pub use factory::{RocketMqBinderFactory, RocketMqBinderFactoryBuilder};
 pub use hooks::{
     MessageQueueSelectorFn, SendCallbackFn, SendReceipt, TransactionHandler, TransactionState,
 };

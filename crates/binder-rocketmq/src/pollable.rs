@@ -138,7 +138,7 @@ impl RocketMqPollable {
         }
         let consumer = b.build().map_err(|e| {
             BinderError::invalid_property(
-                spec.extension_key(crate::ROCKETMQ_BINDER_TYPE, "pull"),
+                spec.extension_key(crate::config::ROCKETMQ_BINDER_TYPE, "pull"),
                 "the lite pull consumer rejects the configuration",
             )
             .with_source(e)
@@ -154,7 +154,7 @@ impl RocketMqPollable {
         }
         .map_err(|e| {
             BinderError::invalid_property(
-                spec.extension_key(crate::ROCKETMQ_BINDER_TYPE, "subscription"),
+                spec.extension_key(crate::config::ROCKETMQ_BINDER_TYPE, "subscription"),
                 format!("cannot subscribe to `{name}`"),
             )
             .with_source(e)

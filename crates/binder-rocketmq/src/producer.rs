@@ -219,7 +219,7 @@ pub(crate) async fn bind(
 ) -> Result<Arc<ActiveProducer>, BinderError> {
     let binding = &*spec.binding;
     let props = &spec.extension;
-    let key = |k: &str| spec.extension_key(crate::ROCKETMQ_BINDER_TYPE, k);
+    let key = |k: &str| spec.extension_key(crate::config::ROCKETMQ_BINDER_TYPE, k);
     let common = props.resolve(cx.binder);
     let group = common
         .group
