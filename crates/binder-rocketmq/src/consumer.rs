@@ -1,7 +1,8 @@
-//! Push consumers (concurrent and orderly) and the bridge from the client's synchronous
-//! listeners to the runtime's [`Sink`]. See "Runtime model" in `docs/rocketmq-binder.md`.
+//! Push consumers (concurrent and orderly, clustering and broadcasting): the client's push
+//! consumer started with a listener (`listener.rs`) that hands every message to the runtime's
+//! [`Sink`], and the binding's [`Recovery`]. See "Runtime model" in `docs/rocketmq-binder.md`.
 //!
-//! The runtime decides how every delivery is settled; this module only turns its
+//! The runtime decides how every delivery is settled; the binder only turns its
 //! [`Settlement`] into what the client's listener returns:
 //!
 //! | settlement | concurrent | orderly |
@@ -13,22 +14,19 @@
 //! dead-lettered by [`Settle::dead_letter`] first, then acknowledged); should it come, it is
 //! redelivered, so nothing is lost.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use rocketmq_client_rust::{
-    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, ConsumeOrderlyContext,
-    ConsumeOrderlyStatus, DefaultMQPushConsumer, MQPushConsumer, MessageSelector,
+    ConsumeConcurrentlyContext, ConsumeOrderlyContext, DefaultMQPushConsumer, MQPushConsumer,
+    MessageSelector,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere as MqFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
-use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel as MqModel;
 use stream_core::BinderError;
 use stream_core::binder::{
-    Consumer, ConsumerSpec, DeadLetter, DeadLetterRoute, Delivery, Recovery, Settle, Settlement,
-    Sink, SourceStatus,
+    Consumer, ConsumerSpec, DeadLetter, DeadLetterRoute, Recovery, Settle, Settlement, Sink,
 };
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -38,11 +36,12 @@ use crate::allocate::PartitionAllocation;
 use crate::client::{client_config, instance_name, rpc_hook};
 use crate::config::{ConsumeFromWhere, MessageModel, RocketMqConsumerProperties, Subscription};
 use crate::dead_letter;
-use crate::delivery::{Answer, RocketMqRaw};
+use crate::delivery::RocketMqRaw;
 use crate::failure::{classify, unreachable};
-use crate::headers;
+use crate::listener::{Listener, ListenerSettings, PushClient};
 use crate::provisioning::{Admin, ConsumerTopic};
 use crate::runtime::{ClientDomain, DomainSize};
+use crate::watch::watch_broker;
 
 /// Where failed messages of a consumer binding go, from its properties (shared with the polled
 /// consumer).
@@ -80,9 +79,6 @@ pub(crate) fn from_where(w: ConsumeFromWhere) -> MqFromWhere {
     }
 }
 
-/// How often a running consumer checks that its broker answers.
-const PROBE_INTERVAL: Duration = Duration::from_secs(3);
-
 /// Everything a push consumer is (re)created from on `start`.
 #[derive(Debug)]
 struct PushSpec {
@@ -114,7 +110,7 @@ pub struct RocketMqConsumer {
     admin: Arc<Admin>,
     domain: ClientDomain,
     /// The running client (also used by listeners to send failed messages back).
-    client: Arc<Mutex<Option<DefaultMQPushConsumer>>>,
+    client: PushClient,
     /// The task watching the broker connection.
     watch: StdMutex<Option<JoinHandle<()>>>,
 }
@@ -213,13 +209,18 @@ impl RocketMqConsumer {
             )
             .with_source(e)
         })?;
-        let bridge = Arc::new(Bridge {
+        let bridge = Arc::new(Listener::new(
             sink,
-            app: tokio::runtime::Handle::current(),
-            spec: Arc::clone(&self.spec),
-            client: Arc::clone(&self.client),
-            orderly_done: StdMutex::new(HashMap::new()),
-        });
+            ListenerSettings {
+                binding: s.binding.clone(),
+                group: s.topic.group.clone(),
+                clustering: s.clustering(),
+                redelivery_level: s.redelivery_level,
+                settle_timeout: s.settle_timeout,
+                suspend_millis: p.push.suspend_current_queue_time_millis,
+            },
+            Arc::clone(&self.client),
+        ));
         if p.push.orderly {
             consumer.register_message_listener_orderly(
                 move |msgs: &[&MessageExt], ctx: &mut ConsumeOrderlyContext| {
@@ -310,7 +311,8 @@ impl Consumer for RocketMqConsumer {
             watch_broker(
                 Arc::clone(&self.client),
                 sink.clone(),
-                Arc::clone(&self.spec),
+                s.binding.clone(),
+                s.topic.topic.clone(),
             ),
         );
         if let Some(old) = self
@@ -367,255 +369,6 @@ impl Consumer for RocketMqConsumer {
     }
 }
 
-/// Watches the consumer's connection: every [`PROBE_INTERVAL`] it asks the broker for a queue's
-/// offset (the queue found through the name server, kept while the name server is away) and
-/// reports [`SourceStatus::Lost`] when the broker does not answer, [`SourceStatus::Consuming`]
-/// once it does again. The client itself keeps reconnecting meanwhile.
-async fn watch_broker(
-    client: Arc<Mutex<Option<DefaultMQPushConsumer>>>,
-    sink: Sink<RocketMqConsumer>,
-    spec: Arc<PushSpec>,
-) {
-    let stopped = sink.stopped();
-    tokio::pin!(stopped);
-    let mut queue: Option<MessageQueue> = None;
-    let mut lost = false;
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
-        }
-        let probe = {
-            let mut guard = client.lock().await;
-            match guard.as_mut() {
-                None => return,
-                Some(c) => probe(c, &spec.topic.topic, &mut queue).await,
-            }
-        };
-        match probe {
-            Ok(()) if lost => {
-                lost = false;
-                tracing::info!(binding = %spec.binding, "the RocketMQ broker answers again");
-                sink.report(SourceStatus::Consuming);
-            }
-            Err(reason) if !lost => {
-                lost = true;
-                tracing::warn!(binding = %spec.binding, reason = %reason, "RocketMQ consumer cut off");
-                sink.report(SourceStatus::Lost { reason });
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One probe: `Err` says why the broker cannot be reached.
-async fn probe(
-    consumer: &mut DefaultMQPushConsumer,
-    topic: &str,
-    queue: &mut Option<MessageQueue>,
-) -> Result<(), String> {
-    if queue.is_none() {
-        match consumer.fetch_subscribe_message_queues(topic).await {
-            Ok(found) => *queue = found.into_iter().next(),
-            Err(e) => {
-                return Err(format!(
-                    "the name server does not answer ({e}); the client keeps trying"
-                ));
-            }
-        }
-    }
-    let Some(q) = queue.as_ref() else {
-        return Err(format!(
-            "topic `{topic}` has no queue (no broker serves it)"
-        ));
-    };
-    match consumer.max_offset(q).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            // Look the route up again next time: the broker may come back elsewhere.
-            *queue = None;
-            Err(format!(
-                "the broker does not answer ({e}); the client reconnects when it is back"
-            ))
-        }
-    }
-}
-
-/// What a listener makes of one message's settlement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    /// Consumed: acknowledged (after dead-lettering, if the runtime did).
-    Done,
-    /// To be delivered again.
-    Again,
-}
-
-impl From<Option<Settlement>> for Verdict {
-    fn from(s: Option<Settlement>) -> Self {
-        match s {
-            Some(Settlement::Ack) => Verdict::Done,
-            // Nothing settled it (the runtime dropped it, or took too long), a requeue, or a
-            // reject (never asked for with this binder's recovery): deliver it again.
-            Some(Settlement::Requeue | Settlement::Reject) | None => Verdict::Again,
-        }
-    }
-}
-
-/// Hands messages from the client's blocking lane to the application's runtime.
-struct Bridge {
-    sink: Sink<RocketMqConsumer>,
-    app: tokio::runtime::Handle,
-    spec: Arc<PushSpec>,
-    client: Arc<Mutex<Option<DefaultMQPushConsumer>>>,
-    /// Orderly: per queue, the offset below which the messages of a batch that was suspended
-    /// were already consumed (they come back with the batch and are not processed again).
-    orderly_done: StdMutex<HashMap<MessageQueue, i64>>,
-}
-
-impl Bridge {
-    /// Has the runtime process one message and waits (on this blocking-lane thread, never on a
-    /// tokio worker) for its settlement.
-    fn dispatch(&self, ext: &MessageExt) -> Verdict {
-        let span = tracing::debug_span!(
-            "rocketmq.consume",
-            messaging.system = "rocketmq",
-            messaging.destination.name = %ext.topic(),
-            messaging.consumer.group.name = %self.spec.topic.group,
-            binding = %self.spec.binding,
-            queue_id = ext.queue_id(),
-            queue_offset = ext.queue_offset(),
-            reconsume_times = ext.reconsume_times(),
-        );
-        // The listener only borrows the message: one copy, shared from here on.
-        let ext = Arc::new(ext.clone());
-        let message = headers::from_rocketmq(&ext);
-        let (raw, done, waiter) = RocketMqRaw::pushed(ext);
-        let sink = self.sink.clone();
-        drop(
-            self.app.spawn(
-                async move {
-                    sink.dispatch(Delivery::new(raw, message)).await;
-                    let _ = done.try_send(Answer::Finished);
-                }
-                .instrument(span.clone()),
-            ),
-        );
-        let _entered = span.enter();
-        let settlement = waiter.settlement(self.spec.settle_timeout);
-        if settlement.is_none() {
-            tracing::warn!(
-                "the delivery was not settled (the application runtime dropped it or it took \
-                 longer than push.consume-timeout); it is delivered again"
-            );
-        }
-        Verdict::from(settlement)
-    }
-
-    /// The concurrent listener: each message is processed and settled on its own. Messages
-    /// to deliver again are sent back one by one (the broker's `%RETRY%<group>` schedule), so
-    /// the others of a batch are not run again; if a send-back fails, the whole batch is
-    /// handed back (`RECONSUME_LATER`), which may run some messages twice but loses none.
-    fn concurrently(
-        &self,
-        msgs: &[&MessageExt],
-        ctx: &ConsumeConcurrentlyContext,
-    ) -> ConsumeConcurrentlyStatus {
-        let again: Vec<&MessageExt> = msgs
-            .iter()
-            .copied()
-            .filter(|m| self.dispatch(m) == Verdict::Again)
-            .collect();
-        if again.is_empty() {
-            return ConsumeConcurrentlyStatus::ConsumeSuccess;
-        }
-        // Broadcasting: the client logs and drops it (nothing is redelivered there). One message
-        // on the broker's own schedule: the client's send-back is the same as ours.
-        if !self.spec.clustering() || (msgs.len() == 1 && self.spec.redelivery_level == 0) {
-            return ConsumeConcurrentlyStatus::ReconsumeLater;
-        }
-        if self.send_back(&again, ctx.get_message_queue().broker_name().as_str()) {
-            ConsumeConcurrentlyStatus::ConsumeSuccess
-        } else {
-            ConsumeConcurrentlyStatus::ReconsumeLater
-        }
-    }
-
-    /// Sends messages back to the broker for redelivery (as the client does for
-    /// `RECONSUME_LATER`, with the binding's delay level); whether all of them were.
-    fn send_back(&self, msgs: &[&MessageExt], broker: &str) -> bool {
-        let msgs: Vec<MessageExt> = msgs.iter().map(|m| (*m).clone()).collect();
-        let count = msgs.len();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let client = Arc::clone(&self.client);
-        let level = self.spec.redelivery_level;
-        let broker = broker.to_owned();
-        let binding = self.spec.binding.clone();
-        drop(self.app.spawn(async move {
-            let mut guard = client.lock().await;
-            let sent = match guard.as_mut() {
-                None => false,
-                Some(c) => {
-                    let mut sent = true;
-                    for m in msgs {
-                        if let Err(e) = c.send_message_back(m, level, &broker).await {
-                            tracing::warn!(binding = %binding, error = %e, "sending a failed message back failed; the batch is handed back whole");
-                            sent = false;
-                            break;
-                        }
-                    }
-                    sent
-                }
-            };
-            let _ = tx.send(sent);
-        }));
-        let sent = rx.recv().unwrap_or(false);
-        if sent {
-            tracing::debug!(count, level, "messages sent back for redelivery");
-        }
-        sent
-    }
-
-    /// The orderly listener: in queue order; the first message to deliver again suspends the
-    /// queue (`suspend-current-queue-time-millis`) and the batch comes back, without running
-    /// the messages before it again.
-    fn orderly(
-        &self,
-        msgs: &[&MessageExt],
-        ctx: &mut ConsumeOrderlyContext,
-    ) -> ConsumeOrderlyStatus {
-        let queue = ctx.get_message_queue().clone();
-        let done_below = self
-            .orderly_done
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&queue)
-            .copied();
-        for m in msgs {
-            if done_below.is_some_and(|below| m.queue_offset() < below) {
-                continue;
-            }
-            if self.dispatch(m) == Verdict::Again {
-                self.orderly_done
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(queue, m.queue_offset());
-                ctx.set_suspend_current_queue_time_millis(
-                    i64::try_from(self.spec.props.push.suspend_current_queue_time_millis)
-                        .unwrap_or(i64::MAX),
-                );
-                return ConsumeOrderlyStatus::SuspendCurrentQueueAMoment;
-            }
-        }
-        if done_below.is_some() {
-            self.orderly_done
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&queue);
-        }
-        ConsumeOrderlyStatus::Success
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,13 +396,5 @@ mod tests {
         let drop = Recovery::new(DeadLetterRoute::Drop, DeadLetterRoute::Drop);
         assert_eq!(recovery(&p, true), drop);
         assert_eq!(recovery(&p, false), drop);
-    }
-
-    #[test]
-    fn only_an_ack_consumes() {
-        assert_eq!(Verdict::from(Some(Settlement::Ack)), Verdict::Done);
-        assert_eq!(Verdict::from(Some(Settlement::Requeue)), Verdict::Again);
-        assert_eq!(Verdict::from(Some(Settlement::Reject)), Verdict::Again);
-        assert_eq!(Verdict::from(None), Verdict::Again);
     }
 }

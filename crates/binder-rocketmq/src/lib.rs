@@ -12,10 +12,12 @@ mod factory;
 mod failure;
 pub mod headers;
 mod hooks;
+mod listener;
 mod pollable;
 mod producer;
 mod provisioning;
 mod runtime;
+mod watch;
 
 pub use bind::RocketMqBinder;
 pub use config::ROCKETMQ_BINDER_TYPE;
