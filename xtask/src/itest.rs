@@ -54,6 +54,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 let guard = rocketmq::ensure_rocketmq()?;
                 eprintln!("RocketMQ name server at {}", guard.name_server());
                 c.env("ROCKETMQ_NAMESRV_ADDR", guard.name_server());
+                // The conformance kit runs a name server and broker of its own from these to
+                // take them down (late binding, dead consumer); without them those trials are
+                // absent.
+                if rocketmq::installed() {
+                    c.env("ROCKETMQ_SERVERS_DIR", rocketmq::bin_dir());
+                } else {
+                    eprintln!(
+                        "the RocketMQ servers are not built here: the conformance kit's \
+                         late-binding and dead-consumer trials will be absent"
+                    );
+                }
                 _guard = Some(guard);
             }
             _ => unreachable!("checked against SUITES above"),

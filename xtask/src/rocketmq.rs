@@ -47,7 +47,8 @@ pub(crate) fn cache_dir() -> PathBuf {
         .join(format!("rocketmq-{ROCKETMQ_VERSION}-{BUILD_TAG}"))
 }
 
-fn bin_dir() -> PathBuf {
+/// Where the built servers are (see [`installed`]).
+pub(crate) fn bin_dir() -> PathBuf {
     cache_dir().join("bin-root").join("bin")
 }
 

@@ -3,6 +3,9 @@
 
 use stream_config::Secret;
 
+/// Type name of this binder (`spring.cloud.stream.binders.<name>.type: rocketmq`).
+pub const ROCKETMQ_BINDER_TYPE: &str = "rocketmq";
+
 stream_config::property_enum! {
     /// How a consumer group shares messages.
     pub enum MessageModel {

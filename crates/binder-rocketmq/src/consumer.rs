@@ -1,374 +1,77 @@
-//! Push consumers (concurrent and orderly) and the bridge from the client's synchronous
-//! listeners to the runtime's async [`InboundHandler`]. See "Runtime model" in the crate docs.
+//! Push consumers (concurrent and orderly, clustering and broadcasting): the client's push
+//! consumer started with a listener (`listener.rs`) that hands every message to the runtime's
+//! [`Sink`], and the binding's [`Recovery`]. See "Runtime model" in `docs/rocketmq-binder.md`.
+//!
+//! The runtime decides how every delivery is settled; the binder only turns its
+//! [`Settlement`] into what the client's listener returns:
+//!
+//! | settlement | concurrent | orderly |
+//! |---|---|---|
+//! | `Ack` | `CONSUME_SUCCESS` | `SUCCESS` |
+//! | `Requeue`, `Reject` | the message is sent back (`RECONSUME_LATER`) | `SUSPEND_CURRENT_QUEUE_A_MOMENT` |
+//!
+//! `Reject` is never asked for with this binder's [`Recovery`] (rejected messages are
+//! dead-lettered by [`Settle::dead_letter`] first, then acknowledged); should it come, it is
+//! redelivered, so nothing is lost.
 
-use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use cheetah_string::CheetahString;
 use rocketmq_client_rust::{
-    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, ConsumeOrderlyContext,
-    ConsumeOrderlyStatus, DefaultMQPushConsumer, MQPushConsumer, MessageSelector,
+    ConsumeConcurrentlyContext, ConsumeOrderlyContext, DefaultMQPushConsumer, MQPushConsumer,
+    MessageSelector,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere as MqFromWhere;
-use rocketmq_model::common::message::MessageConst;
-use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel as MqModel;
 use stream_core::BinderError;
 use stream_core::binder::{
-    Binding, BindingState, ConsumerRequest, Delivery, Disposition, InboundHandler,
+    Consumer, ConsumerSpec, DeadLetter, DeadLetterRoute, Recovery, Settle, Settlement, Sink,
 };
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::config::{
-    ConsumeFromWhere, MessageModel, ResolvedCommon, RocketMqConsumerProperties, Subscription,
-};
-use crate::factory::{
-    BinderInner, ProvisionedTopic, client_config, connection_error, instance_name, rpc_hook,
-};
-use crate::headers;
+use crate::allocate::PartitionAllocation;
+use crate::client::{client_config, instance_name, rpc_hook};
+use crate::config::{ConsumeFromWhere, MessageModel, RocketMqConsumerProperties, Subscription};
+use crate::dead_letter;
+use crate::delivery::RocketMqRaw;
+use crate::failure::{classify, unreachable};
+use crate::listener::{Listener, ListenerSettings, PushClient};
+use crate::provisioning::{Admin, ConsumerTopic};
 use crate::runtime::{ClientDomain, DomainSize};
+use crate::watch::watch_broker;
 
-/// Counts deliveries handed to the handler and not yet settled.
-#[derive(Default)]
-pub(crate) struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-pub(crate) struct InFlightGuard<'a>(&'a InFlight);
-
-impl InFlight {
-    pub(crate) fn enter(&self) -> InFlightGuard<'_> {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self)
-    }
-
-    pub(crate) fn current(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Waits until nothing is in flight.
-    pub(crate) async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.current() == 0 {
-                return;
-            }
-            notified.await;
+/// Where failed messages of a consumer binding go, from its properties (shared with the polled
+/// consumer).
+pub(crate) fn recovery(props: &RocketMqConsumerProperties, push: bool) -> Recovery {
+    match props.message_model {
+        // Every member has its own copy and the broker keeps no retry state: nowhere.
+        MessageModel::Broadcasting => Recovery::new(DeadLetterRoute::Drop, DeadLetterRoute::Drop),
+        MessageModel::Clustering => {
+            let binder_dead_letters =
+                !push || (props.push.delay_level_when_next_consume < 0 && !props.push.orderly);
+            let exhausted = if binder_dead_letters {
+                DeadLetterRoute::Publish
+            } else {
+                // The broker's schedule (%RETRY%<group>, then %DLQ%<group>), or for orderly
+                // consumers the client's suspend-and-retry bounded by max-reconsume-times.
+                DeadLetterRoute::Redeliver
+            };
+            Recovery::new(exhausted, DeadLetterRoute::Publish)
         }
     }
 }
 
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
-impl InFlight {
-    fn leave(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// Like [`InFlight::enter`], for work that outlives the caller (a send callback).
-    pub(crate) fn enter_owned(self: &Arc<Self>) -> OwnedInFlightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        OwnedInFlightGuard(Arc::clone(self))
-    }
-}
-
-/// An [`InFlight`] entry that owns its counter.
-pub(crate) struct OwnedInFlightGuard(Arc<InFlight>);
-
-impl Drop for OwnedInFlightGuard {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
-/// What the listener tells the client.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Settle {
-    /// Consumed (acknowledged, or dead-lettered by the binder).
-    Done,
-    /// Redeliver: RECONSUME_LATER (concurrent) or suspend the queue (orderly).
-    Retry,
-}
-
-/// Holds deliveries while the binding is paused. The client's `suspend` stops new pulls, but a
-/// long-polling pull already at the broker still returns messages and the client dispatches
-/// them; the gate keeps them (unsettled, on the client's blocking lane) until `resume`.
-#[derive(Default)]
-pub(crate) struct Gate {
-    state: StdMutex<GateState>,
-    changed: std::sync::Condvar,
-}
-
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum GateState {
-    #[default]
-    Open,
-    Paused,
-    /// Stopping: held deliveries go back to the broker.
-    Closed,
-}
-
-impl Gate {
-    fn set(&self, s: GateState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
-        self.changed.notify_all();
-    }
-
-    /// Blocks this (blocking-lane) thread while paused; `false` when the binding is stopping.
-    fn pass(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while *state == GateState::Paused {
-            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-        *state == GateState::Open
-    }
-}
-
-/// Hands messages from the client's blocking lane to the application's runtime.
-pub(crate) struct Bridge {
-    pub(crate) gate: Gate,
-    pub(crate) handler: Arc<dyn InboundHandler>,
-    pub(crate) app: tokio::runtime::Handle,
-    pub(crate) inflight: Arc<InFlight>,
-    pub(crate) binding: String,
-    pub(crate) group: String,
-    pub(crate) clustering: bool,
-    pub(crate) orderly: bool,
-    /// `delay-level-when-next-consume`.
-    pub(crate) delay_level: i32,
-    pub(crate) binder: Arc<BinderInner>,
-    pub(crate) common: ResolvedCommon,
-}
-
-impl Bridge {
-    /// Runs the handler for one message and waits (on this blocking-lane thread, never on a
-    /// tokio worker) for its disposition.
-    pub(crate) fn dispatch(&self, ext: &MessageExt) -> Settle {
-        let _guard = self.inflight.enter();
-        if !self.gate.pass() {
-            return Settle::Retry;
-        }
-        let span = tracing::debug_span!(
-            "rocketmq.consume",
-            messaging.system = "rocketmq",
-            messaging.destination.name = %ext.topic(),
-            messaging.consumer.group.name = %self.group,
-            binding = %self.binding,
-            queue_id = ext.queue_id(),
-            queue_offset = ext.queue_offset(),
-            reconsume_times = ext.reconsume_times(),
-        );
-        let message = headers::from_rocketmq(ext);
-        let raw: Arc<dyn Any + Send + Sync> = Arc::new(ext.clone());
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Disposition>(1);
-        let handler = Arc::clone(&self.handler);
-        drop(
-            self.app.spawn(
-                async move {
-                    let d = handler.handle(Delivery::new(message).with_raw(raw)).await;
-                    let _ = tx.send(d);
-                }
-                .instrument(span.clone()),
-            ),
-        );
-        let _entered = span.enter();
-        match rx.recv() {
-            Ok(Disposition::Ack) => Settle::Done,
-            Ok(Disposition::Reject { requeue: true }) => Settle::Retry,
-            Ok(Disposition::Reject { requeue: false }) => self.dead_letter(ext, "rejected"),
-            Ok(Disposition::Recover(failed)) => {
-                if self.delay_level < 0 && !self.orderly {
-                    self.dead_letter(ext, &failed.error.to_string())
-                } else {
-                    tracing::debug!(error = %failed.error, "retries exhausted; handing the message back to the broker");
-                    Settle::Retry
-                }
-            }
-            Ok(other) => {
-                tracing::warn!(disposition = ?other, "unknown disposition; redelivering");
-                Settle::Retry
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "the application runtime dropped the delivery (shutting down?); redelivering"
-                );
-                Settle::Retry
-            }
-        }
-    }
-
-    /// Publishes the message to `%DLQ%<group>` and reports it consumed; without a group that
-    /// shares a DLQ (broadcasting) the message is dropped with a warning.
-    fn dead_letter(&self, ext: &MessageExt, reason: &str) -> Settle {
-        if !self.clustering {
-            tracing::warn!(
-                reason,
-                "broadcasting consumer: failed message dropped (no DLQ)"
-            );
-            return Settle::Done;
-        }
-        let mut m = ext.message_inner().clone();
-        m.clear_property(MessageConst::PROPERTY_DELAY_TIME_LEVEL);
-        let extra = vec![(
-            MessageConst::PROPERTY_RECONSUME_TIME,
-            ext.reconsume_times().to_string(),
-        )];
-        self.republish(ext, m, format!("%DLQ%{}", self.group), extra, reason)
-    }
-
-    /// Sends `m` to `target` through the binder's admin producer (waiting on this lane thread),
-    /// keeping its properties plus `RETRY_TOPIC`, `ORIGIN_MESSAGE_ID` and `extra`.
-    fn republish(
-        &self,
-        ext: &MessageExt,
-        mut m: rocketmq_model::common::message::message_single::Message,
-        target: String,
-        extra: Vec<(&'static str, String)>,
-        reason: &str,
-    ) -> Settle {
-        m.set_topic(CheetahString::from_string(target.clone()));
-        let origin_topic = m
-            .get_property(&CheetahString::from_static_str(
-                MessageConst::PROPERTY_RETRY_TOPIC,
-            ))
-            .unwrap_or_else(|| ext.topic().clone());
-        m.put_property(
-            CheetahString::from_static_str(MessageConst::PROPERTY_RETRY_TOPIC),
-            origin_topic,
-        );
-        m.put_property(
-            CheetahString::from_static_str(MessageConst::PROPERTY_ORIGIN_MESSAGE_ID),
-            ext.msg_id().clone(),
-        );
-        for (k, v) in extra {
-            m.put_property(
-                CheetahString::from_static_str(k),
-                CheetahString::from_string(v),
-            );
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let binder = Arc::clone(&self.binder);
-        let common = self.common.clone();
-        drop(self.app.spawn(async move {
-            let _ = tx.send(binder.publish_direct(&common, m).await);
-        }));
-        match rx.recv() {
-            Ok(Ok(())) => {
-                tracing::info!(target_topic = %target, reason, "message republished by the binder");
-                Settle::Done
-            }
-            Ok(Err(e)) => {
-                tracing::error!(target_topic = %target, error = %e, "cannot republish; redelivering");
-                Settle::Retry
-            }
-            Err(_) => Settle::Retry,
-        }
-    }
-}
-
-/// Everything needed to (re)create the push consumer on `start`.
-struct Spec {
-    binding: String,
-    topic: String,
-    group: String,
-    props: RocketMqConsumerProperties,
-    common: ResolvedCommon,
-    threads: u32,
-    bridge: Arc<Bridge>,
-}
-
-pub(crate) struct PushBinding {
-    spec: Spec,
-    domain: ClientDomain,
-    consumer: Mutex<Option<DefaultMQPushConsumer>>,
-    state: StdMutex<BindingState>,
-}
-
-pub(crate) async fn bind(
-    inner: Arc<BinderInner>,
-    request: ConsumerRequest,
-    topic: ProvisionedTopic,
-    handler: Arc<dyn InboundHandler>,
-) -> Result<Box<dyn Binding>, BinderError> {
-    let props = inner.consumer_properties(&request.binding_name)?;
-    let common = props.resolve(&inner.properties);
-    let group = topic
-        .group
-        .clone()
-        .unwrap_or_else(|| inner.consumer_group(&request, &props).0);
-    let threads = request.properties.concurrency.max(1);
-    if props.push.delay_level_when_next_consume > 0 && !props.push.orderly {
-        tracing::warn!(
-            binding = %request.binding_name,
-            key = %format!("spring.cloud.stream.rocketmq.bindings.{}.consumer.push.delay-level-when-next-consume", request.binding_name),
-            "a fixed redelivery delay level is not supported with rocketmq-client-rust 1.0.0 \
-             (see docs/rocketmq-binder.md, known issues); the broker's schedule applies"
-        );
-    }
-    let domain = ClientDomain::new(
-        &format!("rocketmq-consumer-{}", request.binding_name),
-        &DomainSize::consumer(
-            threads as usize * props.push.consume_message_batch_max_size.max(1) as usize,
-            Duration::from_secs(props.push.consume_timeout.max(1) * 60 + 60),
-        ),
-    )?;
-    let bridge = Arc::new(Bridge {
-        gate: Gate::default(),
-        handler,
-        app: tokio::runtime::Handle::current(),
-        inflight: Arc::new(InFlight::default()),
-        binding: request.binding_name.clone(),
-        group: group.clone(),
-        clustering: props.message_model == MessageModel::Clustering,
-        orderly: props.push.orderly,
-        delay_level: props.push.delay_level_when_next_consume,
-        binder: Arc::clone(&inner),
-        common: common.clone(),
-    });
-    let binding = PushBinding {
-        spec: Spec {
-            binding: request.binding_name.clone(),
-            topic: topic.topic,
-            group,
-            props,
-            common,
-            threads,
-            bridge,
-        },
-        domain,
-        consumer: Mutex::new(None),
-        state: StdMutex::new(BindingState::Stopped),
-    };
-    if !binding.spec.props.enabled {
-        tracing::info!(binding = %binding.spec.binding, "consumer disabled (enabled=false); not started");
-    } else if request.properties.auto_startup {
-        binding.start().await?;
-    }
-    Ok(Box::new(binding))
-}
-
-fn model(m: MessageModel) -> MqModel {
+pub(crate) fn model(m: MessageModel) -> MqModel {
     match m {
         MessageModel::Clustering => MqModel::Clustering,
         MessageModel::Broadcasting => MqModel::Broadcasting,
     }
 }
 
-fn from_where(w: ConsumeFromWhere) -> MqFromWhere {
+pub(crate) fn from_where(w: ConsumeFromWhere) -> MqFromWhere {
     match w {
         ConsumeFromWhere::LastOffset => MqFromWhere::ConsumeFromLastOffset,
         ConsumeFromWhere::FirstOffset => MqFromWhere::ConsumeFromFirstOffset,
@@ -376,19 +79,96 @@ fn from_where(w: ConsumeFromWhere) -> MqFromWhere {
     }
 }
 
-impl PushBinding {
-    fn set_state(&self, s: BindingState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+/// Everything a push consumer is (re)created from on `start`.
+#[derive(Debug)]
+struct PushSpec {
+    binding: String,
+    topic: ConsumerTopic,
+    props: RocketMqConsumerProperties,
+    threads: u32,
+    /// Partitions consumed (empty: not partitioned) and the instance count.
+    partitions: Vec<u32>,
+    instance_count: u32,
+    recovery: Recovery,
+    /// The delay level a message sent back by the binder gets (0: the broker's schedule).
+    redelivery_level: i32,
+    /// Longest the listener waits for the runtime to settle a delivery.
+    settle_timeout: Duration,
+}
+
+impl PushSpec {
+    fn clustering(&self) -> bool {
+        self.props.message_model == MessageModel::Clustering
+    }
+}
+
+/// The consumer of a push binding: a `DefaultMQPushConsumer` (concurrent or orderly,
+/// clustering or broadcasting) created on [`Consumer::start`] and shut down on
+/// [`Consumer::stop`], on a client domain of its own.
+pub struct RocketMqConsumer {
+    spec: Arc<PushSpec>,
+    admin: Arc<Admin>,
+    domain: ClientDomain,
+    /// The running client (also used by listeners to send failed messages back).
+    client: PushClient,
+    /// The task watching the broker connection.
+    watch: StdMutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RocketMqConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocketMqConsumer")
+            .field("binding", &self.spec.binding)
+            .field("topic", &self.spec.topic.topic)
+            .field("group", &self.spec.topic.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocketMqConsumer {
+    /// The consumer of a provisioned topic (nothing is created until `start`).
+    pub(crate) fn new(
+        spec: &ConsumerSpec<RocketMqConsumerProperties>,
+        topic: &ConsumerTopic,
+        admin: Arc<Admin>,
+    ) -> Result<Self, BinderError> {
+        let props = spec.extension.clone();
+        let threads = spec.common.concurrency.max(1);
+        let domain = ClientDomain::new(
+            &format!("rocketmq-consumer-{}", spec.binding),
+            &DomainSize::consumer(
+                threads as usize * props.push.consume_message_batch_max_size.max(1) as usize,
+                Duration::from_secs(props.push.consume_timeout.max(1) * 60 + 60),
+            ),
+        )?;
+        Ok(Self {
+            spec: Arc::new(PushSpec {
+                binding: spec.binding.to_string(),
+                topic: topic.clone(),
+                threads,
+                partitions: spec.partitions.clone(),
+                instance_count: spec.instance_count,
+                recovery: recovery(&props, true),
+                redelivery_level: props.push.delay_level_when_next_consume.max(0),
+                settle_timeout: Duration::from_secs(props.push.consume_timeout.max(1) * 60),
+                props,
+            }),
+            admin,
+            domain,
+            client: Arc::new(Mutex::new(None)),
+            watch: StdMutex::new(None),
+        })
     }
 
-    async fn create(&self) -> Result<DefaultMQPushConsumer, BinderError> {
+    async fn create(&self, sink: Sink<Self>) -> Result<DefaultMQPushConsumer, BinderError> {
         let s = &self.spec;
         let p = &s.props;
+        let common = &s.topic.common;
         let instance = instance_name("consumer", &s.binding);
         let mut b = DefaultMQPushConsumer::builder(self.domain.client())
-            .client_config(client_config(&s.common, &instance)?)
-            .consumer_group(s.group.clone())
-            .name_server_addr(s.common.name_server.clone())
+            .client_config(client_config(common, &instance)?)
+            .consumer_group(s.topic.group.clone())
+            .name_server_addr(common.name_server.clone())
             .message_model(model(p.message_model))
             .consume_from_where(from_where(p.consume_from_where))
             .consume_thread_min(s.threads)
@@ -399,143 +179,222 @@ impl PushBinding {
             .suspend_current_queue_time_millis(p.push.suspend_current_queue_time_millis)
             .consume_timeout(p.push.consume_timeout.max(1))
             .await_termination_millis_when_shutdown(p.push.await_termination_millis_when_shutdown)
-            .rpc_hook(rpc_hook(&s.common));
+            .rpc_hook(rpc_hook(common));
+        if !s.partitions.is_empty() {
+            b = b.allocate_message_queue_strategy(Arc::new(PartitionAllocation::new(
+                s.partitions.clone(),
+                s.instance_count,
+            )));
+        }
         if let Some(ts) = &p.consume_timestamp {
             b = b.consume_timestamp(ts.clone());
         }
         let mut consumer = b.build();
+        let topic = s.topic.topic.as_str();
         match Subscription::parse(p.subscription.as_deref()) {
-            Subscription::Tags(expr) => consumer.subscribe(s.topic.clone(), expr).await,
+            Subscription::Tags(expr) => consumer.subscribe(topic, expr).await,
             Subscription::Sql(sql) => {
                 consumer
-                    .subscribe_with_selector(&s.topic, Some(MessageSelector::by_sql(sql)))
+                    .subscribe_with_selector(topic, Some(MessageSelector::by_sql(sql)))
                     .await
             }
         }
-        .map_err(|e| BinderError::InvalidProperty {
-            key: format!(
-                "spring.cloud.stream.rocketmq.bindings.{}.consumer.subscription",
-                s.binding
-            ),
-            reason: format!("cannot subscribe to `{}`: {e}", s.topic),
+        .map_err(|e| {
+            BinderError::invalid_property(
+                format!(
+                    "spring.cloud.stream.rocketmq.bindings.{}.consumer.subscription",
+                    s.binding
+                ),
+                format!("cannot subscribe to `{topic}`"),
+            )
+            .with_source(e)
         })?;
-        let bridge = Arc::clone(&s.bridge);
+        let bridge = Arc::new(Listener::new(
+            sink,
+            ListenerSettings {
+                binding: s.binding.clone(),
+                group: s.topic.group.clone(),
+                clustering: s.clustering(),
+                redelivery_level: s.redelivery_level,
+                settle_timeout: s.settle_timeout,
+                suspend_millis: p.push.suspend_current_queue_time_millis,
+            },
+            Arc::clone(&self.client),
+        ));
         if p.push.orderly {
-            let suspend =
-                i64::try_from(p.push.suspend_current_queue_time_millis).unwrap_or(i64::MAX);
             consumer.register_message_listener_orderly(
                 move |msgs: &[&MessageExt], ctx: &mut ConsumeOrderlyContext| {
-                    for m in msgs {
-                        if bridge.dispatch(m) == Settle::Retry {
-                            ctx.set_suspend_current_queue_time_millis(suspend);
-                            return Ok(ConsumeOrderlyStatus::SuspendCurrentQueueAMoment);
-                        }
-                    }
-                    Ok(ConsumeOrderlyStatus::Success)
+                    Ok(bridge.orderly(msgs, ctx))
                 },
             );
         } else {
             consumer.register_message_listener_concurrently(
-                move |msgs: &[&MessageExt], _ctx: &ConsumeConcurrentlyContext| {
-                    for m in msgs {
-                        if bridge.dispatch(m) == Settle::Retry {
-                            return Ok(ConsumeConcurrentlyStatus::ReconsumeLater);
-                        }
-                    }
-                    Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+                move |msgs: &[&MessageExt], ctx: &ConsumeConcurrentlyContext| {
+                    Ok(bridge.concurrently(msgs, ctx))
                 },
             );
         }
         consumer.start().await.map_err(|e| {
-            connection_error(
-                &s.common,
+            classify(
+                e,
+                common,
                 format!(
-                    "consumer group `{}` on `{}` cannot start: {e}",
-                    s.group, s.topic
+                    "consumer group `{}` on `{topic}` cannot start",
+                    s.topic.group
                 ),
+                |m| unreachable(common, m),
             )
         })?;
         Ok(consumer)
     }
 }
 
-#[async_trait]
-impl Binding for PushBinding {
-    fn name(&self) -> &str {
-        &self.spec.binding
+impl Settle for RocketMqConsumer {
+    type Raw = RocketMqRaw;
+
+    fn recovery(&self) -> Recovery {
+        self.spec.recovery
     }
 
-    fn state(&self) -> BindingState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    async fn settle(&self, raw: &RocketMqRaw, settlement: Settlement) -> Result<(), BinderError> {
+        if raw.answer(settlement) {
+            Ok(())
+        } else {
+            Err(BinderError::settle(
+                &self.spec.topic.topic,
+                "the client's listener no longer waits for this delivery (it timed out or the \
+                 consumer stopped); the broker delivers it again",
+            ))
+        }
     }
 
-    async fn start(&self) -> Result<(), BinderError> {
-        let mut slot = self.consumer.lock().await;
+    async fn dead_letter(&self, raw: &RocketMqRaw, letter: &DeadLetter) -> Result<(), BinderError> {
+        if !self.spec.clustering() {
+            return Err(BinderError::settle(
+                &self.spec.topic.topic,
+                "a broadcasting consumer has no dead-letter topic",
+            ));
+        }
+        let group = &self.spec.topic.group;
+        self.admin
+            .publish(
+                &self.spec.topic.common,
+                dead_letter::message(raw.message(), group, letter),
+            )
+            .await?;
+        tracing::info!(
+            binding = %self.spec.binding,
+            dead_letter_topic = %crate::provisioning::dlq_topic(group),
+            "message dead-lettered by the binder"
+        );
+        Ok(())
+    }
+}
+
+impl Consumer for RocketMqConsumer {
+    async fn start(&self, sink: Sink<Self>) -> Result<(), BinderError> {
+        let s = &self.spec;
+        if !s.props.enabled {
+            tracing::info!(binding = %s.binding, "consumer disabled (enabled=false); nothing is consumed");
+            return Ok(());
+        }
+        let mut slot = self.client.lock().await;
         if slot.is_some() {
             return Ok(());
         }
-        let span = tracing::info_span!("rocketmq.consumer.start", binding = %self.spec.binding, topic = %self.spec.topic, group = %self.spec.group);
-        self.spec.bridge.gate.set(GateState::Open);
-        let consumer = self.create().instrument(span).await?;
+        let span = tracing::info_span!("rocketmq.consumer.start", binding = %s.binding, topic = %s.topic.topic, group = %s.topic.group);
+        let consumer = self.create(sink.clone()).instrument(span).await?;
         *slot = Some(consumer);
-        self.set_state(BindingState::Running);
+        drop(slot);
+        let watch = sink.spawn(
+            "rocketmq-broker-watch",
+            watch_broker(
+                Arc::clone(&self.client),
+                sink.clone(),
+                s.binding.clone(),
+                s.topic.topic.clone(),
+            ),
+        );
+        if let Some(old) = self
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(watch)
+        {
+            old.abort();
+        }
         tracing::info!(
-            binding = %self.spec.binding,
-            topic = %self.spec.topic,
-            group = %self.spec.group,
-            orderly = self.spec.props.push.orderly,
-            model = %self.spec.props.message_model,
-            threads = self.spec.threads,
+            binding = %s.binding,
+            topic = %s.topic.topic,
+            group = %s.topic.group,
+            orderly = s.props.push.orderly,
+            model = %s.props.message_model,
+            threads = s.threads,
+            partitions = ?s.partitions,
             "RocketMQ push consumer started"
         );
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), BinderError> {
-        // Deliveries held by a pause go back to the broker.
-        self.spec.bridge.gate.set(GateState::Closed);
-        let consumer = self.consumer.lock().await.take();
+        // The runtime has signalled the sink's stop: the watch ends after its current probe.
+        let watch = self.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = watch
+            && let Err(e) = w.await
+        {
+            tracing::warn!(binding = %self.spec.binding, error = %e, "the broker watch failed");
+        }
+        let consumer = self.client.lock().await.take();
         if let Some(mut c) = consumer {
             // Stops pulling, waits (await-termination-millis-when-shutdown) for running
             // listener calls, persists offsets and unregisters.
             c.shutdown().await;
+            tracing::info!(binding = %self.spec.binding, "RocketMQ push consumer stopped");
         }
-        // Listener calls the client gave up waiting for still settle before we return.
-        self.spec.bridge.inflight.wait_idle().await;
-        self.set_state(BindingState::Stopped);
-        tracing::info!(binding = %self.spec.binding, "RocketMQ push consumer stopped");
         Ok(())
     }
 
     async fn pause(&self) -> Result<(), BinderError> {
-        if let Some(c) = self.consumer.lock().await.as_ref() {
-            self.spec.bridge.gate.set(GateState::Paused);
+        if let Some(c) = self.client.lock().await.as_ref() {
             c.suspend().await;
-            self.set_state(BindingState::Paused);
         }
         Ok(())
     }
 
     async fn resume(&self) -> Result<(), BinderError> {
-        let resumed = match self.consumer.lock().await.as_ref() {
-            Some(c) => {
-                c.resume().await;
-                self.spec.bridge.gate.set(GateState::Open);
-                true
-            }
-            None => false,
-        };
-        if resumed {
-            self.set_state(BindingState::Running);
-            Ok(())
-        } else {
-            self.start().await
+        if let Some(c) = self.client.lock().await.as_ref() {
+            c.resume().await;
         }
+        Ok(())
     }
 }
 
-impl Drop for PushBinding {
-    fn drop(&mut self) {
-        tracing::debug!(binding = %self.spec.binding, "push binding dropped");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_follows_the_properties() {
+        let mut p = RocketMqConsumerProperties::default();
+        let redeliver = Recovery::new(DeadLetterRoute::Redeliver, DeadLetterRoute::Publish);
+        let publish = Recovery::new(DeadLetterRoute::Publish, DeadLetterRoute::Publish);
+        assert_eq!(recovery(&p, true), redeliver);
+        assert_eq!(
+            recovery(&p, false),
+            publish,
+            "polled: the binder dead-letters"
+        );
+        p.push.delay_level_when_next_consume = -1;
+        assert_eq!(recovery(&p, true), publish);
+        p.push.orderly = true;
+        assert_eq!(
+            recovery(&p, true),
+            redeliver,
+            "orderly: the client bounds redeliveries, then dead-letters"
+        );
+        p.message_model = MessageModel::Broadcasting;
+        let drop = Recovery::new(DeadLetterRoute::Drop, DeadLetterRoute::Drop);
+        assert_eq!(recovery(&p, true), drop);
+        assert_eq!(recovery(&p, false), drop);
     }
 }

@@ -4,7 +4,8 @@
 //! Outbound: `TAGS`/`ROCKET_TAGS` -> tags, `KEYS`/`ROCKET_KEYS` -> keys, `DELAY`/`ROCKET_DELAY`
 //! (> 0) -> delay level, `WAIT` -> wait-store-ok, `MQ_FLAG` -> flag, `TRANSACTIONAL_ARGS` -> the
 //! local transaction's argument; every other header becomes a string user property, except
-//! blank values, RocketMQ's reserved property names and the framework's internal headers.
+//! blank values, RocketMQ's reserved property names and the inbound-only `ROCKET_MQ_*` headers.
+//! (The runtime removes its internal headers before a message reaches the binder.)
 //!
 //! Inbound: the `ROCKET_*` headers below plus every user property.
 
@@ -16,7 +17,6 @@ use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::STRING_HASH_SET;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message as MqMessage;
-use stream_core::message::names;
 use stream_core::{HeaderValue, Headers, Message};
 
 /// Outbound: the message tags (Java `RocketMQHeaders.TAGS`).
@@ -97,8 +97,6 @@ pub struct Outbound {
     pub message: MqMessage,
     /// `TRANSACTIONAL_ARGS`, rendered as text.
     pub transactional_args: Option<String>,
-    /// The partition (`scst_partition`), when set.
-    pub partition: Option<i64>,
     /// Delay level requested (0 = none).
     pub delay_level: i32,
 }
@@ -149,7 +147,6 @@ pub fn to_rocketmq(topic: &str, message: &Message<Bytes>) -> Outbound {
             || NATIVE.contains(&name)
             || INBOUND_ONLY.contains(&name)
             || is_reserved(name)
-            || (names::is_internal(name) && name != names::PARTITION)
         {
             continue;
         }
@@ -166,9 +163,6 @@ pub fn to_rocketmq(topic: &str, message: &Message<Bytes>) -> Outbound {
     Outbound {
         message: mq,
         transactional_args: text(headers, &[TRANSACTIONAL_ARGS]),
-        partition: headers
-            .get(names::PARTITION)
-            .and_then(HeaderValue::to_i64_lenient),
         delay_level,
     }
 }
@@ -273,24 +267,19 @@ mod tests {
     fn user_headers_become_string_properties() {
         let msg = Message::bytes("x")
             .with_header("contentType", "application/json")
-            .with_header(names::PARTITION, 2_i32)
             .with_header("n", 42_i64)
             .with_header("b", true)
             .with_header("blank", "  ")
             .with_header("", "v")
             .with_header("UNIQ_KEY", "forged")
-            .with_header(names::DELIVERY_ATTEMPT, 2_i32)
             .with_header(ROCKET_MQ_QUEUE_ID, 1_i32);
         let out = to_rocketmq("t", &msg);
         let m = &out.message;
         assert_eq!(user(m, "contentType").as_deref(), Some("application/json"));
-        assert_eq!(user(m, "scst_partition").as_deref(), Some("2"));
-        assert_eq!(out.partition, Some(2));
         assert_eq!(user(m, "n").as_deref(), Some("42"));
         assert_eq!(user(m, "b").as_deref(), Some("true"));
         assert!(user(m, "blank").is_none());
         assert!(m.property("UNIQ_KEY").is_none(), "reserved name was sent");
-        assert!(user(m, names::DELIVERY_ATTEMPT).is_none());
         assert!(user(m, ROCKET_MQ_QUEUE_ID).is_none());
     }
 

@@ -4,30 +4,30 @@ use std::any::Any;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use rocketmq_client_rust::{
-    ClientError, DefaultMQProducer, LocalTransactionState, SendResult, SendStatus,
+    ClientError, ClientRuntime, DefaultMQProducer, LocalTransactionState, SendResult, SendStatus,
     TransactionListener, TransactionMQProducer,
 };
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
-use stream_core::binder::{Producer, ProducerRequest};
+use stream_core::binder::{InFlight, Outbound, Producer, ProducerSpec};
 use stream_core::{BinderError, Message};
 use tokio::sync::RwLock;
 use tracing::Instrument;
 
-use crate::config::{ProducerType, RocketMqProducerProperties, SendType};
-use crate::consumer::InFlight;
-use crate::factory::{
-    BinderInner, ProvisionedTopic, client_config, connection_error, instance_name, rpc_hook,
+use crate::client::{client_config, instance_name, rpc_hook};
+use crate::config::{
+    ProducerType, ResolvedCommon, RocketMqBinderProperties, RocketMqProducerProperties, SendType,
 };
+use crate::failure::{classify, unreachable};
 use crate::headers;
 use crate::hooks::{
-    MessageQueueSelectorFn, SendCallbackFn, SendReceipt, TransactionHandler, TransactionState,
-    known,
+    Hooks, MessageQueueSelectorFn, SendCallbackFn, SendReceipt, TransactionHandler,
+    TransactionState, known,
 };
+use crate::provisioning::ProducerTopic;
 
 /// Asynchronous sends in flight per producer before `send` waits.
 const ASYNC_IN_FLIGHT: u32 = 64;
@@ -41,8 +41,8 @@ enum Client {
 enum Route {
     /// The client's default (round robin, latency aware).
     Default,
-    /// `scst_partition % queues`.
-    Partition(i64),
+    /// The partition the runtime selected, `% queues`.
+    Partition(u32),
     /// A registered selector.
     Selector(Arc<MessageQueueSelectorFn>, Message<Bytes>),
 }
@@ -53,7 +53,7 @@ fn pick(route: &Route, queues: &[MessageQueue]) -> Option<MessageQueue> {
     }
     let index = match route {
         Route::Default => 0,
-        Route::Partition(p) => (p.unsigned_abs() % queues.len() as u64) as usize,
+        Route::Partition(p) => *p as usize % queues.len(),
         Route::Selector(f, m) => f(m, queues.len()) % queues.len(),
     };
     queues.get(index).cloned()
@@ -101,10 +101,11 @@ impl TransactionListener for TxAdapter {
     }
 }
 
-/// A bound producer.
-pub(crate) struct RocketMqProducer {
+/// A bound, enabled producer.
+pub(crate) struct ActiveProducer {
     binding: String,
     topic: String,
+    common: ResolvedCommon,
     send_type: SendType,
     max_message_size: usize,
     error_channel: bool,
@@ -118,12 +119,64 @@ pub(crate) struct RocketMqProducer {
     flush_timeout: Duration,
 }
 
-fn send_error(topic: &str, reason: impl Into<String>) -> BinderError {
-    BinderError::Send {
-        destination: topic.to_owned(),
-        reason: reason.into(),
-        source: None,
+/// The producer of an output binding: Sync, Async or OneWay sends, queue selection by
+/// partition or a named selector, transactional sends; a binding with `enabled=false` refuses
+/// every message, naming the key.
+pub struct RocketMqProducer {
+    kind: Kind,
+}
+
+enum Kind {
+    Active(Arc<ActiveProducer>),
+    Disabled { binding: String, topic: String },
+}
+
+impl std::fmt::Debug for RocketMqProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (binding, topic, enabled) = match &self.kind {
+            Kind::Active(p) => (&p.binding, &p.topic, true),
+            Kind::Disabled { binding, topic } => (binding, topic, false),
+        };
+        f.debug_struct("RocketMqProducer")
+            .field("binding", binding)
+            .field("topic", topic)
+            .field("enabled", &enabled)
+            .finish_non_exhaustive()
     }
+}
+
+impl RocketMqProducer {
+    /// A producer with `enabled=false`.
+    pub(crate) fn disabled(binding: &str, topic: &str) -> Self {
+        Self {
+            kind: Kind::Disabled {
+                binding: binding.to_owned(),
+                topic: topic.to_owned(),
+            },
+        }
+    }
+}
+
+impl From<Arc<ActiveProducer>> for RocketMqProducer {
+    fn from(p: Arc<ActiveProducer>) -> Self {
+        Self {
+            kind: Kind::Active(p),
+        }
+    }
+}
+
+fn send_error(topic: &str, reason: impl std::fmt::Display) -> BinderError {
+    BinderError::send(topic, reason)
+}
+
+/// A failed client send: temporary when the client says it may pass.
+fn client_send_error(
+    topic: &str,
+    common: &ResolvedCommon,
+    what: &str,
+    e: ClientError,
+) -> BinderError {
+    classify(e, common, what, |m| BinderError::send(topic, m)).with_destination(topic)
 }
 
 fn receipt(topic: &str, r: &SendResult) -> SendReceipt {
@@ -150,42 +203,55 @@ fn check_status(topic: &str, r: Option<SendResult>) -> Result<SendResult, Binder
     }
 }
 
+/// What a producer is bound with besides its spec: the binder's properties, handlers and
+/// client runtime.
+pub(crate) struct ProducerContext<'a> {
+    pub(crate) binder: &'a RocketMqBinderProperties,
+    pub(crate) hooks: &'a Hooks,
+    pub(crate) client: Arc<ClientRuntime>,
+}
+
+/// Creates and starts the producer of a provisioned topic.
 pub(crate) async fn bind(
-    inner: &Arc<BinderInner>,
-    request: &ProducerRequest,
-    props: &RocketMqProducerProperties,
-    topic: ProvisionedTopic,
-) -> Result<Arc<dyn stream_core::binder::Producer>, BinderError> {
-    let binding = &request.binding_name;
-    let key = |k: &str| format!("spring.cloud.stream.rocketmq.bindings.{binding}.producer.{k}");
-    let common = props.resolve(&inner.properties);
+    cx: ProducerContext<'_>,
+    spec: &ProducerSpec<RocketMqProducerProperties>,
+    topic: &ProducerTopic,
+) -> Result<Arc<ActiveProducer>, BinderError> {
+    let binding = &*spec.binding;
+    let props = &spec.extension;
+    let key = |k: &str| spec.extension_key(crate::config::ROCKETMQ_BINDER_TYPE, k);
+    let common = props.resolve(cx.binder);
     let group = common
         .group
         .clone()
         .unwrap_or_else(|| "anonymous".to_owned());
     let selector = match &props.message_queue_selector {
         None => None,
-        Some(name) => Some(Arc::clone(inner.hooks.selectors.get(name).ok_or_else(
-            || BinderError::InvalidProperty {
-                key: key("message-queue-selector"),
-                reason: format!(
-                    "no message-queue selector named `{name}` ({}); register it with \
+        Some(name) => Some(Arc::clone(cx.hooks.selectors.get(name).ok_or_else(
+            || {
+                BinderError::invalid_property(
+                    key("message-queue-selector"),
+                    format!(
+                        "no message-queue selector named `{name}` ({}); register it with \
                      RocketMqBinderFactory::builder().message_queue_selector(..)",
-                    known(&inner.hooks.selectors)
-                ),
+                        known(&cx.hooks.selectors)
+                    ),
+                )
             },
         )?)),
     };
     let callback = match &props.send_call_back {
         None => None,
-        Some(name) => Some(Arc::clone(inner.hooks.callbacks.get(name).ok_or_else(
-            || BinderError::InvalidProperty {
-                key: key("send-call-back"),
-                reason: format!(
-                    "no send callback named `{name}` ({}); register it with \
+        Some(name) => Some(Arc::clone(cx.hooks.callbacks.get(name).ok_or_else(
+            || {
+                BinderError::invalid_property(
+                    key("send-call-back"),
+                    format!(
+                        "no send callback named `{name}` ({}); register it with \
                      RocketMqBinderFactory::builder().send_callback(..)",
-                    known(&inner.hooks.callbacks)
-                ),
+                        known(&cx.hooks.callbacks)
+                    ),
+                )
             },
         )?)),
     };
@@ -194,9 +260,10 @@ pub(crate) async fn bind(
     }
     let instance = instance_name("producer", binding);
     let config = client_config(&common, &instance)?;
+    let partitioned = spec.partition_count.is_some();
     let client = match props.producer_type {
         ProducerType::Normal => {
-            let mut b = DefaultMQProducer::builder(inner.domain.client())
+            let mut b = DefaultMQProducer::builder(Arc::clone(&cx.client))
                 .client_config(config)
                 .producer_group(group.clone())
                 .name_server_addr(common.name_server.clone())
@@ -207,7 +274,7 @@ pub(crate) async fn bind(
                 .retry_times_when_send_async_failed(props.retry_times_when_send_async_failed)
                 .retry_another_broker_when_not_store_ok(props.retry_another_broker)
                 .max_message_size(props.max_message_size)
-                .default_topic_queue_nums(inner.properties.default_topic_queue_nums)
+                .default_topic_queue_nums(cx.binder.default_topic_queue_nums)
                 // Without backpressure a burst of asynchronous sends overflows the client's
                 // transport admission queue (`transport.admission.queue_saturated`); with it,
                 // `send` waits for a slot instead.
@@ -218,31 +285,27 @@ pub(crate) async fn bind(
             }
             let mut p = b.build();
             p.start().await.map_err(|e| {
-                connection_error(
-                    &common,
-                    format!("producer group `{group}` cannot start: {e}"),
-                )
+                unreachable(&common, format!("producer group `{group}` cannot start"))
+                    .with_source(e)
             })?;
             Client::Normal(p)
         }
         ProducerType::Trans => {
             let name = props.transaction_listener.clone().unwrap_or_default();
-            let handler = inner
-                .hooks
-                .transaction_listeners
-                .get(&name)
-                .ok_or_else(|| BinderError::InvalidProperty {
-                    key: key("transaction-listener"),
-                    reason: format!(
+            let handler = cx.hooks.transaction_listeners.get(&name).ok_or_else(|| {
+                BinderError::invalid_property(
+                    key("transaction-listener"),
+                    format!(
                         "no transaction listener named `{name}` ({}); register it with \
                          RocketMqBinderFactory::builder().transaction_listener(..)",
-                        known(&inner.hooks.transaction_listeners)
+                        known(&cx.hooks.transaction_listeners)
                     ),
-                })?;
-            if selector.is_some() || request.properties.is_partitioned() {
+                )
+            })?;
+            if selector.is_some() || partitioned {
                 tracing::warn!(binding = %binding, "transactional sends ignore queue selection");
             }
-            let mut b = TransactionMQProducer::builder(inner.domain.client())
+            let mut b = TransactionMQProducer::builder(Arc::clone(&cx.client))
                 .client_config(config)
                 .producer_group(group.clone())
                 .name_server_addr(common.name_server.clone())
@@ -253,7 +316,7 @@ pub(crate) async fn bind(
                 .retry_times_when_send_async_failed(props.retry_times_when_send_async_failed)
                 .retry_another_broker_when_not_store_ok(props.retry_another_broker)
                 .max_message_size(props.max_message_size)
-                .default_topic_queue_nums(inner.properties.default_topic_queue_nums)
+                .default_topic_queue_nums(cx.binder.default_topic_queue_nums)
                 .transaction_listener(TxAdapter {
                     handler: Arc::clone(handler),
                     topic: topic.topic.clone(),
@@ -263,22 +326,24 @@ pub(crate) async fn bind(
             }
             let mut p = b.build();
             p.start().await.map_err(|e| {
-                connection_error(
+                unreachable(
                     &common,
-                    format!("transactional producer group `{group}` cannot start: {e}"),
+                    format!("transactional producer group `{group}` cannot start"),
                 )
+                .with_source(e)
             })?;
             Client::Trans(p)
         }
     };
     tracing::info!(binding = %binding, topic = %topic.topic, group = %group, send_type = %props.send_type, producer_type = %props.producer_type, queues = topic.queues, "RocketMQ producer started");
-    Ok(Arc::new(RocketMqProducer {
-        binding: binding.clone(),
-        topic: topic.topic,
+    Ok(Arc::new(ActiveProducer {
+        binding: binding.to_owned(),
+        topic: topic.topic.clone(),
+        common,
         send_type: props.send_type,
         max_message_size: props.max_message_size as usize,
-        error_channel: request.properties.error_channel_enabled,
-        partitioned: request.properties.is_partitioned(),
+        error_channel: spec.common.error_channel_enabled,
+        partitioned,
         selector,
         callback,
         client: RwLock::new(Some(client)),
@@ -291,9 +356,10 @@ pub(crate) async fn bind(
     }))
 }
 
-impl RocketMqProducer {
-    async fn send_inner(&self, message: Message<Bytes>) -> Result<(), BinderError> {
+impl ActiveProducer {
+    async fn send(&self, outbound: Outbound) -> Result<(), BinderError> {
         let topic = self.topic.as_str();
+        let message = outbound.message;
         if message.payload().len() > self.max_message_size {
             return Err(send_error(
                 topic,
@@ -311,7 +377,7 @@ impl RocketMqProducer {
         let guard = self.client.read().await;
         let client = guard
             .as_ref()
-            .ok_or_else(|| BinderError::Closed(self.binding.clone()))?;
+            .ok_or_else(|| BinderError::closed(&self.binding))?;
         let producer = match client {
             Client::Trans(p) => {
                 if out.delay_level > 0 {
@@ -328,7 +394,9 @@ impl RocketMqProducer {
                 let r = p
                     .send_message_in_transaction(out.message, Some(arg))
                     .await
-                    .map_err(|e| send_error(topic, format!("transactional send failed: {e}")))?;
+                    .map_err(|e| {
+                        client_send_error(topic, &self.common, "the transactional send failed", e)
+                    })?;
                 check_status(topic, r.send_result)?;
                 tracing::debug!(state = ?r.local_transaction_state, "transactional message sent");
                 return Ok(());
@@ -337,12 +405,13 @@ impl RocketMqProducer {
         };
         let route = if let Some(s) = &self.selector {
             Route::Selector(Arc::clone(s), message)
-        } else if let Some(partition) = out.partition.filter(|_| self.partitioned) {
+        } else if let Some(partition) = outbound.partition.filter(|_| self.partitioned) {
             Route::Partition(partition)
         } else {
             Route::Default
         };
         let selector = |mqs: &[MessageQueue], _m: &_, r: &Route| pick(r, mqs);
+        let failed = |e: ClientError| client_send_error(topic, &self.common, "the send failed", e);
         match self.send_type {
             SendType::Sync => {
                 let r = match route {
@@ -353,7 +422,7 @@ impl RocketMqProducer {
                             .await
                     }
                 }
-                .map_err(|e| send_error(topic, e.to_string()))?;
+                .map_err(failed)?;
                 let r = check_status(topic, r)?;
                 tracing::debug!(message_id = ?r.msg_id, queue = ?r.message_queue, "sent");
                 Ok(())
@@ -366,7 +435,7 @@ impl RocketMqProducer {
                         .await
                 }
             }
-            .map_err(|e| send_error(topic, e.to_string())),
+            .map_err(failed),
             SendType::Async => {
                 let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
                 let waiter = self.error_channel.then_some(rx);
@@ -401,7 +470,7 @@ impl RocketMqProducer {
                             .await
                     }
                 };
-                dispatched.map_err(|e| send_error(topic, e.to_string()))?;
+                dispatched.map_err(failed)?;
                 match waiter {
                     None => Ok(()),
                     Some(rx) => match rx.await {
@@ -415,27 +484,11 @@ impl RocketMqProducer {
             }
         }
     }
-}
-
-#[async_trait]
-impl Producer for RocketMqProducer {
-    async fn send(&self, message: Message<Bytes>) -> Result<(), BinderError> {
-        let span = tracing::debug_span!(
-            "rocketmq.send",
-            messaging.system = "rocketmq",
-            messaging.destination.name = %self.topic,
-            binding = %self.binding,
-        );
-        self.send_inner(message).instrument(span).await
-    }
 
     /// Waits until every asynchronous send has been answered (its callback ran), at most twice
     /// `send-msg-timeout`. Sync and one-way sends are complete when `send` returns.
     async fn flush(&self) -> Result<(), BinderError> {
-        if tokio::time::timeout(self.flush_timeout, self.in_flight.wait_idle())
-            .await
-            .is_err()
-        {
+        if !self.in_flight.wait_idle_for(self.flush_timeout).await {
             return Err(send_error(
                 &self.topic,
                 format!(
@@ -450,7 +503,8 @@ impl Producer for RocketMqProducer {
         Ok(())
     }
 
-    async fn close(&self) -> Result<(), BinderError> {
+    /// Flushes, then shuts the client down. Idempotent.
+    pub(crate) async fn close(&self) -> Result<(), BinderError> {
         // Answers to asynchronous sends arrive through the client: keep it until they did.
         let flushed = self.flush().await;
         let client = self.client.write().await.take();
@@ -460,6 +514,45 @@ impl Producer for RocketMqProducer {
             None => {}
         }
         flushed
+    }
+}
+
+impl Producer for RocketMqProducer {
+    async fn send(&self, outbound: Outbound) -> Result<(), BinderError> {
+        match &self.kind {
+            Kind::Active(p) => {
+                let span = tracing::debug_span!(
+                    "rocketmq.send",
+                    messaging.system = "rocketmq",
+                    messaging.destination.name = %p.topic,
+                    binding = %p.binding,
+                );
+                p.send(outbound).instrument(span).await
+            }
+            // As the Java binder: a disabled producer binding refuses every message, clearly.
+            Kind::Disabled { binding, topic } => Err(send_error(
+                topic,
+                format!(
+                    "binding `{binding}` is disabled \
+                     (spring.cloud.stream.rocketmq.bindings.{binding}.producer.enabled=false); \
+                     the message was not delivered"
+                ),
+            )),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), BinderError> {
+        match &self.kind {
+            Kind::Active(p) => p.flush().await,
+            Kind::Disabled { .. } => Ok(()),
+        }
+    }
+
+    async fn close(&self) -> Result<(), BinderError> {
+        match &self.kind {
+            Kind::Active(p) => p.close().await,
+            Kind::Disabled { .. } => Ok(()),
+        }
     }
 }
 
@@ -492,7 +585,7 @@ mod tests {
             Some(2)
         );
         assert_eq!(
-            pick(&Route::Partition(-3), &qs).map(|q| q.queue_id()),
+            pick(&Route::Partition(7), &qs).map(|q| q.queue_id()),
             Some(3)
         );
         assert!(pick(&Route::Partition(1), &[]).is_none());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rocketmq_client_rust::{ClientRuntime, ClientRuntimeConfig, TelemetryHandle};
 use rocketmq_runtime::{BlockingPoolPolicy, RuntimeConfig, RuntimeOwner};
-use stream_core::BinderError;
+use stream_core::{BinderError, BinderErrorKind};
 
 /// How a domain's runtime is sized.
 #[derive(Clone, Debug)]
@@ -67,7 +67,10 @@ impl std::fmt::Debug for ClientDomain {
 }
 
 fn runtime_error(name: &str, what: impl std::fmt::Display) -> BinderError {
-    BinderError::Other(format!("cannot create the RocketMQ client runtime `{name}`: {what}").into())
+    BinderError::new(
+        BinderErrorKind::Unexpected,
+        format!("cannot create the RocketMQ client runtime `{name}`: {what}"),
+    )
 }
 
 impl ClientDomain {

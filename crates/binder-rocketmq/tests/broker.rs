@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Broker-backed tests. Run with `cargo xtask itest rocketmq` (or set ROCKETMQ_NAMESRV_ADDR and
 //! `cargo test -p binder-rocketmq --test broker -- --ignored`).
 
@@ -7,24 +8,19 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use binder_rocketmq::binder::{BindingState, ConsumerRequest, Disposition, InboundHandler};
+use binder_rocketmq::binder::{BindingState, Outbound, Producer};
 use binder_rocketmq::headers::{
     KEYS, ROCKET_KEYS, ROCKET_MQ_QUEUE_ID, ROCKET_MQ_RECONSUME_TIMES, ROCKET_MQ_TOPIC,
     ROCKET_MQ_TRANSACTION_ID, ROCKET_TAGS, TAGS,
 };
 use binder_rocketmq::message::names;
-use binder_rocketmq::stream_config::{ConsumerProperties, Environment, ProducerProperties};
+use binder_rocketmq::stream_config::ProducerProperties;
 use binder_rocketmq::{
-    HeaderValue, Message, RocketMqBinderFactory, StreamApp, TransactionHandler, TransactionState,
+    FunctionError, HeaderValue, Message, RocketMqBinderFactory, StreamApp, TransactionHandler,
+    TransactionState,
 };
 use bytes::Bytes;
 use common::*;
-
-const IGNORE: &str = "needs RocketMQ; run with cargo xtask itest rocketmq";
-
-fn cp() -> ConsumerProperties {
-    ConsumerProperties::default()
-}
 
 fn pp() -> ProducerProperties {
     ProducerProperties::default()
@@ -33,16 +29,17 @@ fn pp() -> ProducerProperties {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn round_trip_keeps_tags_keys_and_headers() {
-    let _ = IGNORE;
     let topic = unique("roundtrip");
     // Message trace on (the default), as Java services run it.
-    let b = binder(&[(
+    let trace = [(
         "spring.cloud.stream.rocketmq.binder.enable-msg-trace",
         "true",
-    )])
-    .await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("g")), cp(), h).await;
+    )];
+    let mut c = Consumers::new();
+    let mut rx = c.consumer("in", &topic, Some(&unique("g")), ack_all());
+    c.property(trace[0].0, trace[0].1);
+    let app = c.start().await;
+    let b = binder(&trace).await;
     let p = producer(&b, "out", &topic, pp()).await;
     let m = Message::bytes("hello")
         .with_header(TAGS, "tagA")
@@ -50,7 +47,7 @@ async fn round_trip_keeps_tags_keys_and_headers() {
         .with_header("contentType", "text/plain")
         .with_header("x-number", 42_i32)
         .with_header("x-blank", "");
-    p.send(m).await.expect("send");
+    send(&p, m).await;
     let got = next(&mut rx, 60).await;
     let h = got.headers();
     assert_eq!(body(&got), "hello");
@@ -61,37 +58,37 @@ async fn round_trip_keeps_tags_keys_and_headers() {
     assert!(!h.contains("x-blank"));
     assert_eq!(h.get_str(ROCKET_MQ_TOPIC), Some(topic.as_str()));
     assert_eq!(h.get(ROCKET_MQ_RECONSUME_TIMES), Some(&HeaderValue::I32(0)));
+    let c = binding(&app, "in");
     c.stop().await.expect("stop");
     assert_eq!(c.state(), BindingState::Stopped);
     p.close().await.expect("close");
-    b.close().await.expect("close binder");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn tag_and_sql_subscriptions_filter() {
     let topic = unique("filter");
-    let b = binder(&[
-        (
-            "spring.cloud.stream.rocketmq.bindings.tags.consumer.subscription",
-            "a || b",
-        ),
-        (
-            "spring.cloud.stream.rocketmq.bindings.sql.consumer.subscription",
-            "sql:amount > 5",
-        ),
-    ])
-    .await;
-    let (ht, mut rt) = recorder(ack_all());
-    let (hs, mut rs) = recorder(ack_all());
-    let ct = consumer(&b, "tags", &topic, Some(&unique("gt")), cp(), ht).await;
-    let cs = consumer(&b, "sql", &topic, Some(&unique("gs")), cp(), hs).await;
+    let mut c = Consumers::new();
+    let mut rt = c.consumer("tags", &topic, Some(&unique("gt")), ack_all());
+    let mut rs = c.consumer("sql", &topic, Some(&unique("gs")), ack_all());
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.tags-in-0.consumer.subscription",
+        "a || b",
+    )
+    .property(
+        "spring.cloud.stream.rocketmq.bindings.sql-in-0.consumer.subscription",
+        "sql:amount > 5",
+    );
+    let app = c.start().await;
+    let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
     for (tag, amount) in [("a", 1), ("c", 10), ("b", 7)] {
         let m = Message::bytes(format!("{tag}-{amount}"))
             .with_header(TAGS, tag)
             .with_header("amount", amount);
-        p.send(m).await.expect("send");
+        send(&p, m).await;
     }
     let mut tags = BTreeSet::new();
     tags.insert(body(&next(&mut rt, 60).await));
@@ -112,42 +109,37 @@ async fn tag_and_sql_subscriptions_filter() {
     if sql.is_empty() {
         eprintln!("KNOWN ISSUE: the broker delivered nothing to the SQL92 subscription");
     }
-    ct.stop().await.expect("stop");
-    cs.stop().await.expect("stop");
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn broadcasting_delivers_to_every_member_clustering_shares() {
     let topic = unique("fanout");
-    let b = binder(&[
-        (
-            "spring.cloud.stream.rocketmq.bindings.b1.consumer.message-model",
-            "BROADCASTING",
-        ),
-        (
-            "spring.cloud.stream.rocketmq.bindings.b2.consumer.message-model",
-            "BROADCASTING",
-        ),
-    ])
-    .await;
     let bgroup = unique("bg");
     let cgroup = unique("cg");
-    let (h1, mut r1) = recorder(ack_all());
-    let (h2, mut r2) = recorder(ack_all());
-    let (h3, mut r3) = recorder(ack_all());
-    let (h4, mut r4) = recorder(ack_all());
-    let b1 = consumer(&b, "b1", &topic, Some(&bgroup), cp(), h1).await;
-    let b2 = consumer(&b, "b2", &topic, Some(&bgroup), cp(), h2).await;
-    let c1 = consumer(&b, "c1", &topic, Some(&cgroup), cp(), h3).await;
-    let c2 = consumer(&b, "c2", &topic, Some(&cgroup), cp(), h4).await;
+    let mut c = Consumers::new();
+    let mut r1 = c.consumer("b1", &topic, Some(&bgroup), ack_all());
+    let mut r2 = c.consumer("b2", &topic, Some(&bgroup), ack_all());
+    let mut r3 = c.consumer("c1", &topic, Some(&cgroup), ack_all());
+    let mut r4 = c.consumer("c2", &topic, Some(&cgroup), ack_all());
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.b1-in-0.consumer.message-model",
+        "BROADCASTING",
+    )
+    .property(
+        "spring.cloud.stream.rocketmq.bindings.b2-in-0.consumer.message-model",
+        "BROADCASTING",
+    );
+    let app = c.start().await;
     // Let the clustering group rebalance across its two members.
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
     let n = 12;
     for i in 0..n {
-        p.send(Message::bytes(format!("m{i}"))).await.expect("send");
+        send(&p, Message::bytes(format!("m{i}"))).await;
     }
     for r in [&mut r1, &mut r2] {
         let mut seen = BTreeSet::new();
@@ -175,10 +167,8 @@ async fn broadcasting_delivers_to_every_member_clustering_shares() {
     assert_eq!(distinct.len(), n);
     eprintln!("clustering split: {a} / {bb}");
     nothing(&mut r3, 2).await;
-    for c in [b1, b2, c1, c2] {
-        c.stop().await.expect("stop");
-    }
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,35 +180,44 @@ async fn orderly_keeps_queue_order_under_failures() {
         .build();
     let b = binder_with(
         factory,
-        &[
-            ("spring.cloud.stream.rocketmq.bindings.in.consumer.push.orderly", "true"),
-            (
-                "spring.cloud.stream.rocketmq.bindings.in.consumer.push.suspend-current-queue-time-millis",
-                "200",
-            ),
-            ("spring.cloud.stream.rocketmq.bindings.out.producer.message-queue-selector", "first"),
-        ],
+        &[(
+            "spring.cloud.stream.rocketmq.bindings.out.producer.message-queue-selector",
+            "first",
+        )],
     )
     .await;
     let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     let c2 = Arc::clone(&counts);
-    let (h, mut rx) = recorder(Box::new(move |m| {
-        let b = String::from_utf8_lossy(m.payload()).into_owned();
-        let mut counts = c2.lock().expect("lock");
-        let n = counts.entry(b.clone()).or_insert(0);
-        *n += 1;
-        if (b == "3" && *n <= 2) || (b == "7" && *n <= 1) {
-            failed(m, "transient")
-        } else {
-            Disposition::Ack
-        }
-    }));
-    let mut props = cp();
-    props.concurrency = 4;
-    let c = consumer(&b, "in", &topic, Some(&unique("og")), props, h).await;
+    let mut c = Consumers::new();
+    let mut rx = c.consumer(
+        "in",
+        &topic,
+        Some(&unique("og")),
+        decide(move |m| {
+            let b = String::from_utf8_lossy(m.payload()).into_owned();
+            let mut counts = c2.lock().expect("lock");
+            let n = counts.entry(b.clone()).or_insert(0);
+            *n += 1;
+            if (b == "3" && *n <= 2) || (b == "7" && *n <= 1) {
+                Outcome::fail("transient")
+            } else {
+                Outcome::Ack
+            }
+        }),
+    );
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.in-in-0.consumer.push.orderly",
+        "true",
+    )
+    .property(
+        "spring.cloud.stream.rocketmq.bindings.in-in-0.consumer.push.suspend-current-queue-time-millis",
+        "200",
+    )
+    .property("spring.cloud.stream.bindings.in-in-0.consumer.concurrency", "4");
+    let app = c.start().await;
     let p = producer(&b, "out", &topic, pp()).await;
     for i in 0..10 {
-        p.send(Message::bytes(i.to_string())).await.expect("send");
+        send(&p, Message::bytes(i.to_string())).await;
     }
     let mut order: Vec<String> = Vec::new();
     while order.last().map(String::as_str) != Some("9") && order.len() < 40 {
@@ -243,19 +242,130 @@ async fn orderly_keeps_queue_order_under_failures() {
     let counts = counts.lock().expect("lock").clone();
     assert_eq!(counts.get("3"), Some(&3), "{order:?}");
     assert_eq!(counts.get("7"), Some(&2), "{order:?}");
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
-/// Reads `topic` with a fresh group from the first offset.
-async fn read_topic(topic: &str, secs: u64) -> Message<Bytes> {
-    let b = binder(&[]).await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "reader", topic, Some(&unique("reader")), cp(), h).await;
-    let m = next(&mut rx, secs).await;
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
-    m
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn orderly_batch_failure_does_not_run_earlier_messages_again() {
+    let topic = unique("orderbatch");
+    let factory = RocketMqBinderFactory::builder()
+        .message_queue_selector("first", |_: &Message<Bytes>, _| 0)
+        .build();
+    let b = binder_with(
+        factory,
+        &[(
+            "spring.cloud.stream.rocketmq.bindings.out.producer.message-queue-selector",
+            "first",
+        )],
+    )
+    .await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    // Sent before the consumer exists, so the first pull brings them together.
+    for i in 0..4 {
+        send(&p, Message::bytes(i.to_string())).await;
+    }
+    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    let c2 = Arc::clone(&counts);
+    let mut c = Consumers::new();
+    let mut rx = c.consumer(
+        "in",
+        &topic,
+        Some(&unique("obg")),
+        decide(move |m| {
+            let b = String::from_utf8_lossy(m.payload()).into_owned();
+            let mut counts = c2.lock().expect("lock");
+            let n = counts.entry(b.clone()).or_insert(0);
+            *n += 1;
+            if b == "2" && *n == 1 {
+                Outcome::fail("transient")
+            } else {
+                Outcome::Ack
+            }
+        }),
+    );
+    for (k, v) in [
+        ("push.orderly", "true"),
+        ("push.suspend-current-queue-time-millis", "200"),
+        ("push.consume-message-batch-max-size", "4"),
+    ] {
+        c.property(
+            &format!("spring.cloud.stream.rocketmq.bindings.in-in-0.consumer.{k}"),
+            v,
+        );
+    }
+    let app = c.start().await;
+    let mut order = Vec::new();
+    while order.len() < 5 {
+        order.push(body(&next(&mut rx, 60).await));
+    }
+    nothing(&mut rx, 3).await;
+    assert_eq!(order, ["0", "1", "2", "2", "3"], "{order:?}");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn batch_failure_sends_back_only_the_failed_message() {
+    // consume-message-batch-max-size 4 with one poison message: the listener gets the four
+    // together; only the poison one may be delivered again, the others run exactly once.
+    let topic = unique("batch");
+    let factory = RocketMqBinderFactory::builder()
+        .message_queue_selector("first", |_: &Message<Bytes>, _| 0)
+        .build();
+    let b = binder_with(
+        factory,
+        &[(
+            "spring.cloud.stream.rocketmq.bindings.out.producer.message-queue-selector",
+            "first",
+        )],
+    )
+    .await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    // Sent before the consumer exists, on one queue, so the first pull brings them together.
+    for m in ["good-1", "poison", "good-2", "good-3"] {
+        send(&p, Message::bytes(m)).await;
+    }
+    let poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::clone(&poisoned);
+    let mut c = Consumers::new();
+    let mut rx = c.consumer(
+        "batch",
+        &topic,
+        Some(&unique("bg")),
+        decide(move |m| {
+            if m.payload().as_ref() == b"poison"
+                && !seen.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                Outcome::fail("poison, the first time")
+            } else {
+                Outcome::Ack
+            }
+        }),
+    );
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.batch-in-0.consumer.push.consume-message-batch-max-size",
+        "4",
+    );
+    let app = c.start().await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    // The poison message comes back through %RETRY%<group> (delay level 3: 10 s).
+    while counts.get("poison").copied().unwrap_or(0) < 2 {
+        let m = next(&mut rx, 60).await;
+        *counts.entry(body(&m)).or_insert(0) += 1;
+    }
+    // A whole batch sent back would come back on the same schedule: wait past it.
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+        *counts.entry(body(&m)).or_insert(0) += 1;
+    }
+    for good in ["good-1", "good-2", "good-3"] {
+        assert_eq!(counts.get(good), Some(&1), "{good} ran again: {counts:?}");
+    }
+    assert_eq!(counts.get("poison"), Some(&2), "{counts:?}");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,21 +373,27 @@ async fn read_topic(topic: &str, secs: u64) -> Message<Bytes> {
 async fn retry_topic_then_dlq_after_max_reconsume_times() {
     let topic = unique("retry");
     let group = unique("rg");
-    let b = binder(&[(
-        "spring.cloud.stream.rocketmq.bindings.in.consumer.push.max-reconsume-times",
+    let mut c = Consumers::new();
+    let mut rx = c.consumer(
+        "in",
+        &topic,
+        Some(&group),
+        decide(|_| Outcome::fail("always fails")),
+    );
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.in-in-0.consumer.push.max-reconsume-times",
         "1",
-    )])
-    .await;
-    let (h, mut rx) = recorder(Box::new(|m| failed(m, "always fails")));
-    let c = consumer(&b, "in", &topic, Some(&group), cp(), h).await;
+    );
+    let app = c.start().await;
+    let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    p.send(
+    send(
+        &p,
         Message::bytes("poison")
             .with_header(KEYS, "poison-key")
             .with_header("origin", "test"),
     )
-    .await
-    .expect("send");
+    .await;
     let first = next(&mut rx, 60).await;
     assert_eq!(
         first.headers().get(ROCKET_MQ_RECONSUME_TIMES),
@@ -294,12 +410,57 @@ async fn retry_topic_then_dlq_after_max_reconsume_times() {
         second.headers().get_str(ROCKET_MQ_TOPIC),
         Some(topic.as_str())
     );
-    c.stop().await.expect("stop");
+    binding(&app, "in").stop().await.expect("stop");
     let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
     assert_eq!(body(&dlq), "poison");
     assert_eq!(dlq.headers().get_str(ROCKET_KEYS), Some("poison-key"));
     assert_eq!(dlq.headers().get_str("origin"), Some("test"));
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn fixed_delay_level_redelivers_on_that_schedule() {
+    let topic = unique("level");
+    let mut c = Consumers::new();
+    let mut rx = c.consumer(
+        "in",
+        &topic,
+        Some(&unique("lg")),
+        decide(|m| {
+            if m.headers().get(ROCKET_MQ_RECONSUME_TIMES) == Some(&HeaderValue::I32(0)) {
+                Outcome::fail("first time")
+            } else {
+                Outcome::Ack
+            }
+        }),
+    );
+    // Level 1 (1 s) instead of the broker's 3 + reconsumeTimes (10 s).
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.in-in-0.consumer.push.delay-level-when-next-consume",
+        "1",
+    );
+    let app = c.start().await;
+    let b = binder(&[]).await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    send(&p, Message::bytes("later")).await;
+    next(&mut rx, 60).await;
+    let failed = Instant::now();
+    let again = next(&mut rx, 60).await;
+    let waited = failed.elapsed();
+    assert_eq!(body(&again), "later");
+    assert_eq!(
+        again.headers().get(ROCKET_MQ_RECONSUME_TIMES),
+        Some(&HeaderValue::I32(1))
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(8),
+        "level 1 is 1 s (the default schedule 10 s); redelivered after {waited:?}"
+    );
+    nothing(&mut rx, 3).await;
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,41 +468,67 @@ async fn retry_topic_then_dlq_after_max_reconsume_times() {
 async fn delay_level_minus_one_dead_letters_at_once() {
     let topic = unique("dlqnow");
     let group = unique("dg");
-    let b = binder(&[(
-        "spring.cloud.stream.rocketmq.bindings.in.consumer.push.delay-level-when-next-consume",
+    let mut c = Consumers::new();
+    let mut rx = c.consumer("in", &topic, Some(&group), decide(|_| Outcome::fail("bad")));
+    c.property(
+        "spring.cloud.stream.rocketmq.bindings.in-in-0.consumer.push.delay-level-when-next-consume",
         "-1",
-    )])
-    .await;
-    let (h, mut rx) = recorder(Box::new(|m| failed(m, "bad")));
-    let c = consumer(&b, "in", &topic, Some(&group), cp(), h).await;
+    );
+    let app = c.start().await;
+    let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    p.send(Message::bytes("bad").with_header("h", "v"))
-        .await
-        .expect("send");
+    send(&p, Message::bytes("bad").with_header("h", "v")).await;
     next(&mut rx, 60).await;
     nothing(&mut rx, 12).await;
-    c.stop().await.expect("stop");
+    binding(&app, "in").stop().await.expect("stop");
     let dlq = read_topic(&format!("%DLQ%{group}"), 60).await;
     assert_eq!(body(&dlq), "bad");
     assert_eq!(dlq.headers().get_str("h"), Some("v"));
-    b.close().await.expect("close");
+    assert_eq!(
+        dlq.headers().get_str(names::EXCEPTION_MESSAGE),
+        Some("bad"),
+        "{:?}",
+        dlq.headers()
+    );
+    assert!(dlq.headers().contains(names::EXCEPTION_STACKTRACE));
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn reject_without_requeue_dead_letters_at_once() {
+    let topic = unique("rejectnow");
+    let group = unique("rj");
+    let (app, mut rx) = consumer("in", &topic, Some(&group), decide(|_| Outcome::Reject)).await;
+    let b = binder(&[]).await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    send(&p, Message::bytes("unwanted").with_header("h", "v")).await;
+    next(&mut rx, 60).await;
+    nothing(&mut rx, 12).await;
+    let dlq = read_topic(&format!("%DLQ%{group}"), 60).await;
+    assert_eq!(body(&dlq), "unwanted");
+    assert_eq!(dlq.headers().get_str("h"), Some("v"));
+    assert_eq!(
+        dlq.headers().get_str(names::EXCEPTION_MESSAGE),
+        Some("rejected")
+    );
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn delay_level_delays_delivery() {
     let topic = unique("delay");
+    let (app, mut rx) = consumer("in", &topic, Some(&unique("dl")), ack_all()).await;
     let b = binder(&[]).await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("dl")), cp(), h).await;
     let p = producer(&b, "out", &topic, pp()).await;
     // Make sure the consumer is live before timing.
-    p.send(Message::bytes("warm")).await.expect("send");
+    send(&p, Message::bytes("warm")).await;
     next(&mut rx, 60).await;
     let sent = Instant::now();
-    p.send(Message::bytes("late").with_header("DELAY", 2_i32))
-        .await
-        .expect("send");
+    send(&p, Message::bytes("late").with_header("DELAY", 2_i32)).await;
     let m = next(&mut rx, 60).await;
     let waited = sent.elapsed();
     assert_eq!(body(&m), "late");
@@ -349,8 +536,8 @@ async fn delay_level_delays_delivery() {
         waited >= Duration::from_millis(4500),
         "level 2 is 5 s, came after {waited:?}"
     );
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 struct ByArgs {
@@ -394,6 +581,7 @@ async fn transactions_commit_rollback_and_check_back() {
             },
         )
         .build();
+    let txp = unique("txp");
     let b = binder_with(
         factory,
         &[
@@ -407,20 +595,19 @@ async fn transactions_commit_rollback_and_check_back() {
             ),
             (
                 "spring.cloud.stream.rocketmq.bindings.out.producer.group",
-                &unique("txp"),
+                &txp,
             ),
         ],
     )
     .await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("txc")), cp(), h).await;
+    let (app, mut rx) = consumer("in", &topic, Some(&unique("txc")), ack_all()).await;
     let p = producer(&b, "out", &topic, pp()).await;
     for what in ["commit", "rollback", "unknown"] {
-        p.send(
+        p.send(Outbound::new(
             Message::bytes(what)
                 .with_header("TRANSACTIONAL_ARGS", what)
                 .with_header("x", "y"),
-        )
+        ))
         .await
         .expect("transactional send");
     }
@@ -456,8 +643,8 @@ async fn transactions_commit_rollback_and_check_back() {
         "checked back: {checks:?}"
     );
     eprintln!("checked back: {checks:?}");
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,19 +685,16 @@ async fn async_callbacks_one_way_and_size_limit() {
         ],
     )
     .await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("ag")), cp(), h).await;
+    let (app, mut rx) = consumer("in", &topic, Some(&unique("ag")), ack_all()).await;
     let pa = producer(&b, "async", &topic, pp()).await;
     let mut ec = pp();
     ec.error_channel_enabled = true;
     let pe = producer(&b, "async", &topic, ec).await;
     let po = producer(&b, "oneway", &topic, pp()).await;
     let ps = producer(&b, "small", &topic, pp()).await;
-    pa.send(Message::bytes("a1")).await.expect("async send");
+    send(&pa, Message::bytes("a1")).await;
     for i in 0..20 {
-        pa.send(Message::bytes(format!("b{i}")))
-            .await
-            .expect("async send");
+        send(&pa, Message::bytes(format!("b{i}"))).await;
     }
     // flush returns once every asynchronous send has been answered.
     pa.flush().await.expect("flush");
@@ -519,12 +703,12 @@ async fn async_callbacks_one_way_and_size_limit() {
         21,
         "every callback ran before flush returned"
     );
-    pe.send(Message::bytes("a2"))
+    pe.send(Outbound::new(Message::bytes("a2")))
         .await
         .expect("async send awaited (error channel)");
-    po.send(Message::bytes("o1")).await.expect("one-way send");
+    send(&po, Message::bytes("o1")).await;
     let err = ps
-        .send(Message::bytes("x".repeat(17)))
+        .send(Outbound::new(Message::bytes("x".repeat(17))))
         .await
         .expect_err("oversize");
     let text = err.to_string();
@@ -532,7 +716,7 @@ async fn async_callbacks_one_way_and_size_limit() {
     assert!(text.contains(&topic), "{text}");
     let off = producer(&b, "off", &topic, pp()).await;
     let err = off
-        .send(Message::bytes("never"))
+        .send(Outbound::new(Message::bytes("never")))
         .await
         .expect_err("disabled producer");
     assert!(err.to_string().contains("producer.enabled=false"), "{err}");
@@ -554,91 +738,196 @@ async fn async_callbacks_one_way_and_size_limit() {
         assert_eq!(r.topic, topic);
         assert!(r.message_id.is_some());
     }
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
+}
+
+/// A pollable source `poll` on `topic` (group `group`, one attempt per message, polls of at
+/// most a second).
+async fn pollable_app(topic: &str, group: &str) -> StreamApp {
+    StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.pollable-source", "poll"),
+            ("spring.cloud.stream.bindings.poll-in-0.destination", topic),
+            ("spring.cloud.stream.bindings.poll-in-0.group", group),
+            (
+                "spring.cloud.stream.bindings.poll-in-0.consumer.max-attempts",
+                "1",
+            ),
+            (
+                "spring.cloud.stream.rocketmq.bindings.poll-in-0.consumer.pull.poll-timeout-millis",
+                "1000",
+            ),
+        ]))
+        .binder(RocketMqBinderFactory::new())
+        .build()
+        .await
+        .expect("pollable application")
+}
+
+/// Polls until `done` says so (at most 60 s), answering with `decide`; returns what was polled.
+async fn poll_until(
+    app: &StreamApp,
+    decide: Decide,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let source = app.pollable("poll").expect("pollable source");
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&calls.lock().expect("lock")) {
+        assert!(
+            Instant::now() < deadline,
+            "calls so far {:?}",
+            calls.lock().expect("lock")
+        );
+        let (calls, decide) = (Arc::clone(&calls), Arc::clone(&decide));
+        source
+            .poll(move |m: Message<Bytes>| {
+                calls.lock().expect("lock").push(body(&m));
+                let outcome = decide(&m);
+                async move {
+                    match outcome {
+                        Outcome::Ack => Ok(()),
+                        Outcome::Fail(why) => Err(FunctionError::msg(why)),
+                        Outcome::Requeue => Err(FunctionError::requeue("asked to requeue")),
+                        Outcome::Reject => Err(FunctionError::reject_and_dont_requeue("rejected")),
+                    }
+                }
+            })
+            .await
+            .expect("poll");
+    }
+    let polled = calls.lock().expect("lock").clone();
+    drop(calls);
+    polled
+}
+
+/// Polls `n` times; how many polls found a message.
+async fn polls_finding_something(app: &StreamApp, n: usize) -> usize {
+    let source = app.pollable("poll").expect("pollable source");
+    let mut found = 0;
+    for _ in 0..n {
+        if source
+            .poll(|_: Message<Bytes>| async { Ok::<_, FunctionError>(()) })
+            .await
+            .expect("poll")
+        {
+            found += 1;
+        }
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn polled_consumer_requeue_seeks_back() {
     let topic = unique("poll");
-    let b = binder(&[(
-        "spring.cloud.stream.rocketmq.bindings.poll.consumer.pull.poll-timeout-millis",
-        "1000",
-    )])
-    .await;
+    let app = pollable_app(&topic, &unique("pg")).await;
+    let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    let req = ConsumerRequest::new("poll", &topic, Some(unique("pg")), cp());
-    let dest = b
-        .provisioner()
-        .provision_consumer(&req)
-        .await
-        .expect("provision");
-    let src = b.bind_pollable(req, dest).await.expect("pollable");
-    p.send(Message::bytes("p1")).await.expect("send");
-    p.send(Message::bytes("p2")).await.expect("send");
-    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
-    let c2 = Arc::clone(&calls);
-    let (h, _rx) = recorder(Box::new(move |m| {
-        let b = String::from_utf8_lossy(m.payload()).into_owned();
-        let mut calls = c2.lock().expect("lock");
-        let first_time = !calls.contains(&b);
-        calls.push(b.clone());
-        if b == "p1" && first_time {
-            Disposition::Reject { requeue: true }
-        } else {
-            Disposition::Ack
-        }
-    }));
-    let handler: Arc<dyn InboundHandler> = h;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while calls
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|c| *c == "p1")
-        .count()
-        < 2
-        || !calls.lock().expect("lock").contains(&"p2".to_owned())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "calls so far {:?}",
-            calls.lock().expect("lock")
-        );
-        src.poll(&*handler).await.expect("poll");
-    }
-    let calls = calls.lock().expect("lock").clone();
+    send(&p, Message::bytes("p1")).await;
+    send(&p, Message::bytes("p2")).await;
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let calls = poll_until(
+        &app,
+        decide(move |m| {
+            if m.payload().as_ref() == b"p1"
+                && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                Outcome::Requeue
+            } else {
+                Outcome::Ack
+            }
+        }),
+        |calls| calls.iter().filter(|c| *c == "p1").count() >= 2 && calls.iter().any(|c| c == "p2"),
+    )
+    .await;
     // p1 and p2 may sit on different queues, so their relative order is open; p1 was requeued
     // once and came back, p2 was accepted once.
     assert_eq!(calls.iter().filter(|c| *c == "p1").count(), 2, "{calls:?}");
     assert_eq!(calls.iter().filter(|c| *c == "p2").count(), 1, "{calls:?}");
     // Everything settled: nothing more to poll.
-    let mut extra = 0;
-    for _ in 0..2 {
-        if src.poll(&*handler).await.expect("poll") {
-            extra += 1;
-        }
-    }
-    assert_eq!(extra, 0);
-    src.close().await.expect("close");
-    b.close().await.expect("close");
+    assert_eq!(polls_finding_something(&app, 2).await, 0);
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
-async fn partitioned_producer_selects_queue_from_scst_partition() {
-    let topic = unique("part");
+async fn polled_consumer_recover_dead_letters_and_commits() {
+    let topic = unique("polldlq");
+    let group = unique("pdg");
+    let app = pollable_app(&topic, &group).await;
     let b = binder(&[]).await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("pg")), cp(), h).await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    send(
+        &p,
+        Message::bytes("bad poll").with_header("origin", "polled"),
+    )
+    .await;
+    let calls = poll_until(&app, decide(|_| Outcome::fail("cannot handle")), |c| {
+        !c.is_empty()
+    })
+    .await;
+    assert_eq!(calls, ["bad poll"]);
+    // Recovered: dead-lettered and committed, so nothing comes back.
+    assert_eq!(
+        polls_finding_something(&app, 3).await,
+        0,
+        "nothing redelivered"
+    );
+    app.shutdown().await.expect("shutdown");
+    let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
+    assert_eq!(body(&dlq), "bad poll");
+    assert_eq!(dlq.headers().get_str("origin"), Some("polled"));
+    assert_eq!(
+        dlq.headers().get_str(names::EXCEPTION_MESSAGE),
+        Some("cannot handle")
+    );
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn polled_consumer_reject_dead_letters_and_commits() {
+    // Reject-and-don't-requeue on a polled consumer is dead-lettered, not committed away.
+    let topic = unique("pollrej");
+    let group = unique("prg");
+    let app = pollable_app(&topic, &group).await;
+    let b = binder(&[]).await;
+    let p = producer(&b, "out", &topic, pp()).await;
+    send(
+        &p,
+        Message::bytes("refused").with_header("origin", "polled"),
+    )
+    .await;
+    let calls = poll_until(&app, decide(|_| Outcome::Reject), |c| !c.is_empty()).await;
+    assert_eq!(calls, ["refused"]);
+    assert_eq!(
+        polls_finding_something(&app, 3).await,
+        0,
+        "nothing redelivered"
+    );
+    app.shutdown().await.expect("shutdown");
+    let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
+    assert_eq!(body(&dlq), "refused");
+    assert_eq!(dlq.headers().get_str("origin"), Some("polled"));
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn partitioned_producer_selects_queue_from_the_partition() {
+    let topic = unique("part");
+    let (app, mut rx) = consumer("in", &topic, Some(&unique("pg")), ack_all()).await;
     let mut props = pp();
     props.partition_count = 4;
     props.partition_key_expression = Some("headers['k']".to_owned());
     assert!(props.is_partitioned());
+    let b = binder(&[]).await;
     let p = producer(&b, "out", &topic, props).await;
-    for part in 0..4_i32 {
-        p.send(Message::bytes(format!("p{part}")).with_header(names::PARTITION, part))
+    for part in 0..4_u32 {
+        p.send(Outbound::new(Message::bytes(format!("p{part}"))).with_partition(Some(part)))
             .await
             .expect("send");
     }
@@ -650,6 +939,11 @@ async fn partitioned_producer_selects_queue_from_scst_partition() {
             .get(ROCKET_MQ_QUEUE_ID)
             .and_then(HeaderValue::as_i64)
             .expect("queue id");
+        assert!(
+            !m.headers().contains(names::PARTITION),
+            "the partition travels as a queue, not a header: {:?}",
+            m.headers()
+        );
         by_queue.insert(body(&m), q);
     }
     for part in 0..4_i64 {
@@ -659,121 +953,94 @@ async fn partitioned_producer_selects_queue_from_scst_partition() {
             "{by_queue:?}"
         );
     }
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
-}
-
-struct Slow {
-    started: tokio::sync::mpsc::UnboundedSender<()>,
-    done: tokio::sync::mpsc::UnboundedSender<String>,
-}
-
-#[async_trait::async_trait]
-impl InboundHandler for Slow {
-    async fn handle(&self, d: binder_rocketmq::binder::Delivery) -> Disposition {
-        let _ = self.started.send(());
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let _ = self.done.send(body(&d.message));
-        Disposition::Ack
-    }
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn stop_waits_for_in_flight_messages() {
     let topic = unique("graceful");
-    let b = binder(&[]).await;
-    let (stx, mut srx) = tokio::sync::mpsc::unbounded_channel();
-    let (dtx, mut drx) = tokio::sync::mpsc::unbounded_channel();
-    let c = consumer(
-        &b,
-        "in",
-        &topic,
-        Some(&unique("gg")),
-        cp(),
-        Arc::new(Slow {
-            started: stx,
-            done: dtx,
-        }),
-    )
-    .await;
-    let p = producer(&b, "out", &topic, pp()).await;
-    p.send(Message::bytes("slow")).await.expect("send");
-    tokio::time::timeout(Duration::from_secs(60), srx.recv())
-        .await
-        .expect("handler started")
-        .expect("open");
-    let t = Instant::now();
-    c.stop().await.expect("stop");
-    assert_eq!(
-        drx.try_recv().ok().as_deref(),
-        Some("slow"),
-        "stop returned after {:?} before the in-flight message settled",
-        t.elapsed()
-    );
-    b.close().await.expect("close");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
-async fn stream_app_uppercase_end_to_end() {
-    init_tracing();
-    let ns = name_server();
-    let words = unique("words");
-    let shouts = unique("shouts");
-    let env = Environment::builder()
-        .map(
-            "test",
-            [
-                (
-                    "spring.cloud.stream.rocketmq.binder.name-server",
-                    ns.as_str(),
-                ),
-                (
-                    "spring.cloud.stream.rocketmq.binder.enable-msg-trace",
-                    "false",
-                ),
-                (
-                    "spring.cloud.stream.rocketmq.default.consumer.consume-from-where",
-                    "CONSUME_FROM_FIRST_OFFSET",
-                ),
-                (
-                    "spring.cloud.stream.bindings.uppercase-in-0.destination",
-                    words.as_str(),
-                ),
-                (
-                    "spring.cloud.stream.bindings.uppercase-in-0.group",
-                    "uppercase",
-                ),
-                (
-                    "spring.cloud.stream.bindings.uppercase-out-0.destination",
-                    shouts.as_str(),
-                ),
-            ],
-        )
-        .build()
-        .expect("env");
+    let group = unique("gg");
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (done_tx, mut finished) = tokio::sync::mpsc::unbounded_channel::<String>();
     let app = StreamApp::builder()
-        .environment(env)
+        .environment(env(&[
+            ("spring.cloud.stream.bindings.slow-in-0.destination", &topic),
+            ("spring.cloud.stream.bindings.slow-in-0.group", &group),
+        ]))
         .binder(RocketMqBinderFactory::new())
-        .function("uppercase", |s: String| async move {
-            Ok::<_, binder_rocketmq::FunctionError>(s.to_uppercase())
+        .consumer("slow", move |m: Message<Bytes>| {
+            let (started_tx, done_tx) = (started_tx.clone(), done_tx.clone());
+            async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = done_tx.send(body(&m));
+                Ok::<_, FunctionError>(())
+            }
         })
         .build()
         .await
         .expect("app");
     let b = binder(&[]).await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "reader", &shouts, Some(&unique("r")), cp(), h).await;
-    let p = producer(&b, "writer", &words, pp()).await;
-    p.send(Message::bytes("hello").with_header("contentType", "text/plain"))
+    let p = producer(&b, "out", &topic, pp()).await;
+    send(&p, Message::bytes("slow")).await;
+    tokio::time::timeout(Duration::from_secs(60), started.recv())
         .await
-        .expect("send");
+        .expect("handler started")
+        .expect("open");
+    let t = Instant::now();
+    binding(&app, "slow").stop().await.expect("stop");
+    assert_eq!(
+        finished.try_recv().ok().as_deref(),
+        Some("slow"),
+        "stop returned after {:?} before the in-flight message settled",
+        t.elapsed()
+    );
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn stream_app_uppercase_end_to_end() {
+    let words = unique("words");
+    let shouts = unique("shouts");
+    let app = StreamApp::builder()
+        .environment(env(&[
+            (
+                "spring.cloud.stream.bindings.uppercase-in-0.destination",
+                words.as_str(),
+            ),
+            (
+                "spring.cloud.stream.bindings.uppercase-in-0.group",
+                "uppercase",
+            ),
+            (
+                "spring.cloud.stream.bindings.uppercase-out-0.destination",
+                shouts.as_str(),
+            ),
+        ]))
+        .binder(RocketMqBinderFactory::new())
+        .function("uppercase", |s: String| async move {
+            Ok::<_, FunctionError>(s.to_uppercase())
+        })
+        .build()
+        .await
+        .expect("app");
+    let (reader, mut rx) = consumer("reader", &shouts, Some(&unique("r")), ack_all()).await;
+    let b = binder(&[]).await;
+    let p = producer(&b, "writer", &words, pp()).await;
+    send(
+        &p,
+        Message::bytes("hello").with_header("contentType", "text/plain"),
+    )
+    .await;
     let m = next(&mut rx, 60).await;
     assert_eq!(body(&m), "HELLO");
     app.shutdown().await.expect("shutdown");
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
+    reader.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -792,13 +1059,16 @@ async fn backlog_is_consumed_exactly_once_without_failures() {
     let p = producer(&b, "out", &topic, pp()).await;
     let started = Instant::now();
     for i in 0..n {
-        p.send(Message::bytes(i.to_string())).await.expect("send");
+        send(&p, Message::bytes(i.to_string())).await;
     }
     eprintln!("produced {n} in {:?}", started.elapsed());
-    let (h, mut rx) = recorder(ack_all());
-    let mut props = cp();
-    props.concurrency = 8;
-    let c = consumer(&b, "in", &topic, Some(&unique("bl")), props, h).await;
+    let mut c = Consumers::new();
+    let mut rx = c.consumer("in", &topic, Some(&unique("bl")), ack_all());
+    c.property(
+        "spring.cloud.stream.bindings.in-in-0.consumer.concurrency",
+        "8",
+    );
+    let app = c.start().await;
     let consumed = Instant::now();
     let mut seen = std::collections::HashSet::new();
     let mut duplicates = 0;
@@ -819,23 +1089,23 @@ async fn backlog_is_consumed_exactly_once_without_failures() {
     );
     nothing(&mut rx, 3).await;
     assert_eq!(duplicates, 0);
-    c.stop().await.expect("stop");
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn pause_holds_deliveries_until_resume() {
     let topic = unique("pause");
+    let (app, mut rx) = consumer("in", &topic, Some(&unique("pz")), ack_all()).await;
+    let c = binding(&app, "in");
     let b = binder(&[]).await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("pz")), cp(), h).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    p.send(Message::bytes("before")).await.expect("send");
+    send(&p, Message::bytes("before")).await;
     assert_eq!(body(&next(&mut rx, 60).await), "before");
     c.pause().await.expect("pause");
     assert_eq!(c.state(), BindingState::Paused);
-    p.send(Message::bytes("while paused")).await.expect("send");
+    send(&p, Message::bytes("while paused")).await;
     let early = tokio::time::timeout(Duration::from_secs(8), rx.recv()).await;
     assert!(
         early.is_err(),
@@ -847,55 +1117,14 @@ async fn pause_holds_deliveries_until_resume() {
     assert_eq!(body(&next(&mut rx, 60).await), "while paused");
     // Stopping a paused binding returns held deliveries to the broker instead of hanging.
     c.pause().await.expect("pause");
-    p.send(Message::bytes("held")).await.expect("send");
+    send(&p, Message::bytes("held")).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     tokio::time::timeout(Duration::from_secs(60), c.stop())
         .await
         .expect("stop returns while paused")
         .expect("stop");
-    b.close().await.expect("close");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
-async fn polled_consumer_recover_dead_letters_and_commits() {
-    let topic = unique("polldlq");
-    let group = unique("pdg");
-    let b = binder(&[(
-        "spring.cloud.stream.rocketmq.bindings.poll.consumer.pull.poll-timeout-millis",
-        "1000",
-    )])
-    .await;
-    let p = producer(&b, "out", &topic, pp()).await;
-    let req = ConsumerRequest::new("poll", &topic, Some(group.clone()), cp());
-    let dest = b
-        .provisioner()
-        .provision_consumer(&req)
-        .await
-        .expect("provision");
-    let src = b.bind_pollable(req, dest).await.expect("pollable");
-    p.send(Message::bytes("bad poll").with_header("origin", "polled"))
-        .await
-        .expect("send");
-    let (h, mut rx) = recorder(Box::new(|m| failed(m, "cannot handle")));
-    let handler: Arc<dyn InboundHandler> = h;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !src.poll(&*handler).await.expect("poll") {
-        assert!(Instant::now() < deadline, "the message was never polled");
-    }
-    assert_eq!(body(&next(&mut rx, 5).await), "bad poll");
-    // Recovered: dead-lettered and committed, so nothing comes back.
-    for _ in 0..3 {
-        assert!(
-            !src.poll(&*handler).await.expect("poll"),
-            "nothing redelivered"
-        );
-    }
-    src.close().await.expect("close");
-    let dlq = read_topic(&format!("%DLQ%{group}"), 90).await;
-    assert_eq!(body(&dlq), "bad poll");
-    assert_eq!(dlq.headers().get_str("origin"), Some("polled"));
-    b.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -903,17 +1132,18 @@ async fn polled_consumer_recover_dead_letters_and_commits() {
 async fn namespace_prefixes_topics_on_the_wire() {
     let topic = unique("nstopic");
     let ns = unique("ns").replace('-', "");
-    let b = binder(&[("spring.cloud.stream.rocketmq.binder.namespace", ns.as_str())]).await;
-    let (h, mut rx) = recorder(ack_all());
-    let c = consumer(&b, "in", &topic, Some(&unique("nsg")), cp(), h).await;
+    let namespace = [("spring.cloud.stream.rocketmq.binder.namespace", ns.as_str())];
+    let mut c = Consumers::new();
+    let mut rx = c.consumer("in", &topic, Some(&unique("nsg")), ack_all());
+    c.property(namespace[0].0, namespace[0].1);
+    let app = c.start().await;
     // A client without a namespace sees the message only under `<namespace>%<topic>`, as the
     // Java client's NamespaceUtil names it.
-    let plain = binder(&[]).await;
-    let (wh, mut wire) = recorder(ack_all());
     let wire_name = format!("{ns}%{topic}");
-    let w = consumer(&plain, "wire", &wire_name, Some(&unique("wg")), cp(), wh).await;
+    let (plain, mut wire) = consumer("wire", &wire_name, Some(&unique("wg")), ack_all()).await;
+    let b = binder(&namespace).await;
     let p = producer(&b, "out", &topic, pp()).await;
-    p.send(Message::bytes("namespaced")).await.expect("send");
+    send(&p, Message::bytes("namespaced")).await;
     let m = next(&mut rx, 60).await;
     assert_eq!(body(&m), "namespaced");
     assert_eq!(
@@ -927,8 +1157,7 @@ async fn namespace_prefixes_topics_on_the_wire() {
         on_wire.headers().get_str(ROCKET_MQ_TOPIC),
         Some(wire_name.as_str())
     );
-    c.stop().await.expect("stop");
-    w.stop().await.expect("stop");
-    b.close().await.expect("close");
-    plain.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    plain.shutdown().await.expect("shutdown");
+    b.close().await;
 }
