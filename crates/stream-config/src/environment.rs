@@ -13,57 +13,10 @@ use crate::error::ConfigError;
 use crate::key::canonical_key;
 use crate::key::map_key_from_raw;
 use crate::origin::Origin;
+use crate::property::Property;
 use crate::schema::Node;
 use crate::secret;
 use crate::source::{self, Entry};
-
-/// One property of an [`Environment`]: its value (placeholders resolved), the key as written and
-/// where it came from. `Debug` redacts sensitive values.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Property {
-    pub(crate) raw_key: String,
-    pub(crate) value: String,
-    pub(crate) origin: Origin,
-    pub(crate) sensitive: bool,
-    pub(crate) rank: usize,
-}
-
-impl Property {
-    /// The key as written in its source (for environment variables: the mapped dotted key).
-    pub fn raw_key(&self) -> &str {
-        &self.raw_key
-    }
-    /// The value, placeholders resolved.
-    pub fn value(&self) -> &str {
-        &self.value
-    }
-    /// Where the value came from.
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-    /// Whether the value is secret (by its key, see [`is_sensitive_key`](crate::is_sensitive_key)).
-    pub fn is_sensitive(&self) -> bool {
-        self.sensitive
-    }
-    /// The value as it may be shown (redacted if sensitive, URI credentials masked).
-    pub fn display_value(&self) -> String {
-        if self.sensitive {
-            secret::REDACTED.to_owned()
-        } else {
-            secret::mask_uri_credentials(&self.value)
-        }
-    }
-    /// Precedence of the source (higher wins).
-    pub(crate) fn rank(&self) -> usize {
-        self.rank
-    }
-}
-
-impl fmt::Debug for Property {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} ({})", self.display_value(), self.origin)
-    }
-}
 
 #[derive(Clone)]
 enum Layer {
@@ -473,9 +426,9 @@ impl EnvironmentBuilder {
         self.args(args)
     }
 
-    /// Reads and merges every source.
-    pub fn build(self) -> Result<Environment, ConfigError> {
-        let root = crate::stream::schema_root(&[]);
+    /// Reads and merges every source, mapping environment variables through `root`.
+    pub(crate) fn build_with_schema(self, root: &Node) -> Result<Environment, ConfigError> {
+        let root = root.clone();
         let raw_env: BTreeMap<String, String> = self
             .env_vars
             .clone()

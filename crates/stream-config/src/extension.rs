@@ -1,8 +1,9 @@
 //! Binder extensions: the binder-specific property structs a binder crate registers under its type.
 
+use crate::descriptor::PropertyDescriptor;
 use crate::environment::Environment;
 use crate::error::ConfigError;
-use crate::field::{Properties, PropertyDescriptor};
+use crate::field::Properties;
 use crate::key::canonical_segment;
 
 type DescriptorsFn = fn() -> Vec<PropertyDescriptor>;

@@ -4,53 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::environment::{Environment, Property};
+use crate::descriptor::{PropertyDescriptor, PropertyKind};
+use crate::environment::Environment;
 use crate::error::ConfigError;
 use crate::key::{self, canonical_key, canonical_segment, map_key_from_raw};
+use crate::property::Property;
 use crate::secret::{self, Secret};
-
-/// What shape a property has (used for validation, environment-variable mapping and docs).
-#[derive(Clone, Copy)]
-#[non_exhaustive]
-pub enum PropertyKind {
-    /// A single value.
-    Value,
-    /// A list: comma-separated or indexed `key[0]`.
-    List,
-    /// A map: any key below this one.
-    Map,
-    /// A nested properties struct.
-    Nested(fn() -> Vec<PropertyDescriptor>),
-}
-
-impl std::fmt::Debug for PropertyKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PropertyKind::Value => "Value",
-            PropertyKind::List => "List",
-            PropertyKind::Map => "Map",
-            PropertyKind::Nested(_) => "Nested",
-        })
-    }
-}
-
-/// Describes one property of a [`Properties`] struct.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct PropertyDescriptor {
-    /// Kebab-case key segment (`max-attempts`).
-    pub name: String,
-    /// Type as shown to users (`integer (u32)`, `duration`).
-    pub type_name: String,
-    /// The default, rendered (empty when none).
-    pub default: String,
-    /// First line of the field's documentation.
-    pub description: String,
-    /// Shape.
-    pub kind: PropertyKind,
-    /// Whether values are secret.
-    pub sensitive: bool,
-}
 
 impl PropertyDescriptor {
     /// Describes a field of type `T` with its default value and doc line.

@@ -35,6 +35,7 @@ assert_eq!(input.consumer.back_off_initial_interval, std::time::Duration::from_s
 ```
 "#]
 
+mod descriptor;
 mod duration;
 mod environment;
 mod error;
@@ -44,6 +45,7 @@ mod key;
 mod macros;
 mod origin;
 mod placeholder;
+mod property;
 mod reference;
 mod schema;
 mod secret;
@@ -54,19 +56,19 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use descriptor::{PropertyDescriptor, PropertyKind};
 pub use duration::{format_duration, parse_duration};
-pub use environment::{Environment, EnvironmentBuilder, Property};
+pub use environment::{Environment, EnvironmentBuilder};
 pub use error::{ConfigError, UnknownKey, UnknownKeys};
 pub use extension::ExtensionSchema;
-pub use field::{
-    Properties, PropertyDescriptor, PropertyField, PropertyKind, ScalarField, parse_property,
-};
+pub use field::{Properties, PropertyField, ScalarField, parse_property};
 #[doc(hidden)]
 pub use key::field_key;
 pub use key::{canonical_key, canonical_segment};
 #[doc(hidden)]
 pub use macros::{__field_path, __first_doc_line};
 pub use origin::Origin;
+pub use property::Property;
 pub use reference::{reference_markdown, stream_reference_markdown};
 pub use secret::{REDACTED, Secret, is_sensitive_key, mask_uri_credentials, redact};
 pub use source::env::MAPPED_PREFIXES;

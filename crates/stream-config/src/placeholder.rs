@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::environment::Property;
 use crate::error::ConfigError;
 use crate::key::canonical_key;
+use crate::property::Property;
 
 /// Resolves every placeholder in `props` (in place).
 pub(crate) fn resolve_all(

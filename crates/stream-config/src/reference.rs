@@ -1,6 +1,7 @@
 //! Property reference tables generated from the descriptors, so docs follow the code.
 
-use crate::field::{Properties, PropertyDescriptor, PropertyKind};
+use crate::descriptor::{PropertyDescriptor, PropertyKind};
+use crate::field::Properties;
 use crate::key;
 use crate::stream::{BindingProperties, StreamProperties};
 

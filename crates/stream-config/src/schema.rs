@@ -1,7 +1,7 @@
 //! The tree of known keys, built from property descriptors. Used to map environment variable names
 //! to keys and to validate keys.
 
-use crate::field::{PropertyDescriptor, PropertyKind};
+use crate::descriptor::{PropertyDescriptor, PropertyKind};
 use crate::key;
 
 /// A node of the key tree.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::environment::Environment;
+use crate::environment::{Environment, EnvironmentBuilder};
 use crate::error::{ConfigError, UnknownKeys};
 use crate::extension::ExtensionSchema;
 use crate::field::{Properties, PropertyField};
@@ -243,6 +243,14 @@ pub struct BinderProperties {
 }
 
 /// The tree of known keys, with the registered binder extensions.
+impl EnvironmentBuilder {
+    /// Reads and merges every source (environment variables mapped through the schema of
+    /// Spring Cloud Stream's keys).
+    pub fn build(self) -> Result<Environment, ConfigError> {
+        self.build_with_schema(&schema_root(&[]))
+    }
+}
+
 pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
     let binding = || Node::props(BindingProperties::descriptors);
     let binder = Node::group(vec![

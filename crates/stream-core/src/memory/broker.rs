@@ -10,11 +10,14 @@ use tokio::sync::watch;
 use super::queue::Queue;
 use crate::message::{Message, names};
 
+/// A message as published, with its partition.
+type Captured = (Message<Bytes>, Option<u32>);
+
 #[derive(Debug, Default)]
 struct Destination {
     queues: Vec<Arc<Queue>>,
     /// What was published, with the partition it was published to.
-    capture: Option<Arc<Queue<(Message<Bytes>, Option<u32>)>>>,
+    capture: Option<Arc<Queue<Captured>>>,
 }
 
 /// An in-process broker shared by in-memory binders.
