@@ -4,16 +4,9 @@
 //! The name server comes from `ROCKETMQ_NAMESRV_ADDR` (as for the other broker tests), else the
 //! binder's default `127.0.0.1:9876`.
 //!
-//! Names: the kit names its destinations `kit.<scenario>.<hex>` and reuses the same few group
-//! names (`g`, `a`, `b`, `reader`) in every trial. RocketMQ refuses `.` in a topic, and its
-//! groups are broker-wide (not per topic as RabbitMQ queues are): trials sharing group `g`
-//! would share one `%RETRY%g` and one `%DLQ%g` (the dead-letter trials would read each
-//! other's letters, and earlier runs'), and members of one group subscribed to different
-//! topics break the group's rebalancing. [`Renamed`] therefore hands the binder, unchanged in
-//! every other respect, RocketMQ-legal names that are unique per trial: `.` becomes `_` in a
-//! topic, and a named group `g` of destination `d` becomes `g_<d>`. The dead-letter reader
-//! reads `%DLQ%<that group>`. (Recorded in the core's needs: the kit should let a binder's
-//! naming rules and broker-wide groups be expressed.)
+//! Names: the kit's destinations (`kit-<scenario>-<hex>`) and groups (`<name>-<hex tail>`) are
+//! RocketMQ-legal and unique per trial, so the broker-wide `%RETRY%<group>` and `%DLQ%<group>`
+//! of one trial are never read by another, and each dead-letter reader has a group of its own.
 //!
 //! Broker control: a proxy in front of the name server would not cut an application off (the
 //! client talks to the broker directly once it has the route), so [`OwnBroker`] runs a name
@@ -30,148 +23,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use binder_rocketmq::binder::{
-    Binder, BinderContext, BinderFactory, Capabilities, ConsumerSpec, Group, ProducerSpec,
-};
-use binder_rocketmq::config::{
-    RocketMqBinderProperties, RocketMqConsumerProperties, RocketMqProducerProperties,
-};
+use binder_rocketmq::RocketMqBinderFactory;
 use binder_rocketmq::conformance::{BrokerControl, Kit};
-use binder_rocketmq::{
-    BinderError, ConsumerTopic, ProducerTopic, RocketMqBinder, RocketMqBinderFactory,
-    RocketMqConsumer, RocketMqPollable, RocketMqProducer,
-};
-
-/// `name` with what RocketMQ refuses in a topic or group (`[a-zA-Z0-9_|-]` and `%` are
-/// allowed; `%` is kept out of groups, where it marks a namespace) replaced by `_`.
-fn legal(name: &str, keep_percent: bool) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric()
-                || matches!(c, '-' | '_' | '|')
-                || (keep_percent && c == '%')
-            {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The topic the binder gets for a kit destination.
-fn topic(destination: &str) -> String {
-    legal(destination, true)
-}
-
-/// The group the binder gets for a kit group on a kit destination.
-fn group(group: &str, destination: &str) -> String {
-    legal(&format!("{group}_{}", topic(destination)), false)
-}
-
-/// The RocketMQ binder factory, its binders given per-trial RocketMQ-legal names.
-struct Renamed(RocketMqBinderFactory);
-
-/// A [`RocketMqBinder`] whose specs are renamed (see the module docs); everything else is the
-/// binder's own.
-struct RenamedBinder(RocketMqBinder);
-
-fn consumer_spec(
-    spec: &ConsumerSpec<RocketMqConsumerProperties>,
-) -> ConsumerSpec<RocketMqConsumerProperties> {
-    let mut s = spec.clone();
-    if let Group::Named(g) = &spec.group {
-        s.group = Group::Named(group(g, &spec.destination).into());
-    }
-    s.destination = topic(&spec.destination).into();
-    s
-}
-
-fn producer_spec(
-    spec: &ProducerSpec<RocketMqProducerProperties>,
-) -> ProducerSpec<RocketMqProducerProperties> {
-    let mut s = spec.clone();
-    s.destination = topic(&spec.destination).into();
-    s
-}
-
-impl BinderFactory for Renamed {
-    type Binder = RenamedBinder;
-    type Properties = RocketMqBinderProperties;
-
-    fn binder_type(&self) -> &'static str {
-        self.0.binder_type()
-    }
-
-    async fn create(
-        &self,
-        context: BinderContext<RocketMqBinderProperties>,
-    ) -> Result<RenamedBinder, BinderError> {
-        Ok(RenamedBinder(self.0.create(context).await?))
-    }
-}
-
-impl Binder for RenamedBinder {
-    type ConsumerProperties = RocketMqConsumerProperties;
-    type ProducerProperties = RocketMqProducerProperties;
-    type ConsumerDestination = ConsumerTopic;
-    type ProducerDestination = ProducerTopic;
-    type Consumer = RocketMqConsumer;
-    type Producer = RocketMqProducer;
-    type Pollable = RocketMqPollable;
-
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-
-    async fn provision_consumer(
-        &self,
-        spec: &ConsumerSpec<RocketMqConsumerProperties>,
-    ) -> Result<ConsumerTopic, BinderError> {
-        self.0.provision_consumer(&consumer_spec(spec)).await
-    }
-
-    async fn provision_producer(
-        &self,
-        spec: &ProducerSpec<RocketMqProducerProperties>,
-    ) -> Result<ProducerTopic, BinderError> {
-        self.0.provision_producer(&producer_spec(spec)).await
-    }
-
-    async fn bind_consumer(
-        &self,
-        spec: &ConsumerSpec<RocketMqConsumerProperties>,
-        destination: &ConsumerTopic,
-    ) -> Result<RocketMqConsumer, BinderError> {
-        self.0
-            .bind_consumer(&consumer_spec(spec), destination)
-            .await
-    }
-
-    async fn bind_producer(
-        &self,
-        spec: &ProducerSpec<RocketMqProducerProperties>,
-        destination: &ProducerTopic,
-    ) -> Result<RocketMqProducer, BinderError> {
-        self.0
-            .bind_producer(&producer_spec(spec), destination)
-            .await
-    }
-
-    async fn bind_pollable(
-        &self,
-        spec: &ConsumerSpec<RocketMqConsumerProperties>,
-        destination: &ConsumerTopic,
-    ) -> Result<RocketMqPollable, BinderError> {
-        self.0
-            .bind_pollable(&consumer_spec(spec), destination)
-            .await
-    }
-
-    async fn close(&self) -> Result<(), BinderError> {
-        self.0.close().await
-    }
-}
 
 /// A name server and broker of the kit's own, which it can take down and bring back.
 struct OwnBroker(Arc<Servers>);
@@ -405,7 +258,7 @@ fn main() -> std::process::ExitCode {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "127.0.0.1:9876".to_owned());
-    let mut kit = Kit::new(Renamed(RocketMqBinderFactory::new()))
+    let mut kit = Kit::new(RocketMqBinderFactory::new())
         .ignored_unless_asked("needs RocketMQ; run with cargo xtask itest rocketmq")
         .with_property(
             "spring.cloud.stream.rocketmq.binder.name-server",
@@ -427,15 +280,15 @@ fn main() -> std::process::ExitCode {
             "spring.cloud.stream.rocketmq.default.consumer.push.delay-level-when-next-consume",
             "-1",
         )
-        .with_dead_letters(|destination, g| {
+        .with_dead_letters(|_destination, g| {
             vec![
                 (
                     "spring.cloud.stream.bindings.dlq-in-0.destination".into(),
-                    format!("%DLQ%{}", group(g, destination)),
+                    format!("%DLQ%{g}"),
                 ),
                 (
                     "spring.cloud.stream.bindings.dlq-in-0.group".into(),
-                    "reader".into(),
+                    format!("reader-{g}"),
                 ),
             ]
         })

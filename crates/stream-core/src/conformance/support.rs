@@ -37,10 +37,17 @@ pub(super) fn check(ok: bool, what: impl FnOnce() -> String) -> TrialResult {
 }
 
 impl Kit {
-    /// A fresh destination name for a scenario.
+    /// A fresh destination name for a scenario: `[a-z0-9_-]` only, which every broker accepts.
     pub(super) fn unique(&self, scenario: &str) -> String {
         let n: u64 = rand::random();
-        format!("kit.{scenario}.{n:016x}")
+        format!("kit-{scenario}-{n:016x}")
+    }
+
+    /// A consumer group of a trial, unique to its destination (groups are broker-wide on some
+    /// brokers, so trials must not share them).
+    pub(super) fn group(&self, destination: &str, name: &str) -> String {
+        let tail = &destination[destination.len().saturating_sub(8)..];
+        format!("{name}-{tail}")
     }
 
     /// A builder with the trial environment and the binder.

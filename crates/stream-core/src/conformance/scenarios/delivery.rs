@@ -176,16 +176,16 @@ pub(super) async fn anonymous_subscribers_each_get_a_copy(kit: &Kit) -> TrialRes
     Kit::shutdown(vec![a, b, producer]).await
 }
 
-fn group(g: &str) -> Vec<(String, String)> {
-    vec![(binding_key("sink-in-0", "group"), g.to_owned())]
+fn group(kit: &Kit, dest: &str, g: &str) -> Vec<(String, String)> {
+    vec![(binding_key("sink-in-0", "group"), kit.group(dest, g))]
 }
 
 /// Each group gets every message; members of one group share them, each message once.
 pub(super) async fn group_members_share(kit: &Kit) -> TrialResult {
     let dest = kit.unique("groups");
-    let (a1, mut rx_a1) = kit.sink(&dest, &group("a")).await?;
-    let (a2, mut rx_a2) = kit.sink(&dest, &group("a")).await?;
-    let (b, mut rx_b) = kit.sink(&dest, &group("b")).await?;
+    let (a1, mut rx_a1) = kit.sink(&dest, &group(kit, &dest, "a")).await?;
+    let (a2, mut rx_a2) = kit.sink(&dest, &group(kit, &dest, "a")).await?;
+    let (b, mut rx_b) = kit.sink(&dest, &group(kit, &dest, "b")).await?;
     let producer = kit.source(&[]).await?;
     const N: usize = 20;
     for i in 0..N {
@@ -219,9 +219,10 @@ pub(super) async fn group_members_share(kit: &Kit) -> TrialResult {
     Kit::shutdown(vec![a1, a2, b, producer]).await
 }
 
-fn partitioned_sink(index: &str, list: Option<&str>) -> Vec<(String, String)> {
+fn partitioned_sink(kit: &Kit, dest: &str, index: &str, list: Option<&str>) -> Vec<(String, String)> {
+    let g = kit.group(dest, "g");
     let mut v = props(&[
-        (&binding_key("sink-in-0", "group"), "g"),
+        (&binding_key("sink-in-0", "group"), &g),
         (&binding_key("sink-in-0", "consumer.partitioned"), "true"),
         ("spring.cloud.stream.instance-count", "2"),
         ("spring.cloud.stream.instance-index", index),
@@ -260,8 +261,8 @@ async fn partitioned_producer(kit: &Kit, dest: &str) -> Result<StreamApp, TrialF
 /// Messages reach the instance whose index is their partition (Java's hash selection).
 pub(super) async fn partitioned_instances(kit: &Kit) -> TrialResult {
     let dest = kit.unique("partitions");
-    let (i0, mut rx0) = kit.sink(&dest, &partitioned_sink("0", None)).await?;
-    let (i1, mut rx1) = kit.sink(&dest, &partitioned_sink("1", None)).await?;
+    let (i0, mut rx0) = kit.sink(&dest, &partitioned_sink(kit, &dest, "0", None)).await?;
+    let (i1, mut rx1) = kit.sink(&dest, &partitioned_sink(kit, &dest, "1", None)).await?;
     let producer = partitioned_producer(kit, &dest).await?;
     for (i, rx, want) in [(0, &mut rx0, ["0", "foo"]), (1, &mut rx1, ["1", "😀"])] {
         for w in want {
@@ -278,7 +279,7 @@ pub(super) async fn partitioned_instances(kit: &Kit) -> TrialResult {
 /// One instance listing both partitions in `instance-index-list` gets every message.
 pub(super) async fn partitioned_instance_index_list(kit: &Kit) -> TrialResult {
     let dest = kit.unique("index-list");
-    let (both, mut rx) = kit.sink(&dest, &partitioned_sink("0", Some("0,1"))).await?;
+    let (both, mut rx) = kit.sink(&dest, &partitioned_sink(kit, &dest, "0", Some("0,1"))).await?;
     let producer = partitioned_producer(kit, &dest).await?;
     let mut got = Vec::new();
     for _ in 0..4 {
@@ -304,7 +305,7 @@ pub(super) async fn required_groups_exist_before_consumers(kit: &Kit) -> TrialRe
     let producer = kit
         .source(&props(&[
             (&binding_key("out", "destination"), &dest),
-            (&binding_key("out", "producer.required-groups"), "late"),
+            (&binding_key("out", "producer.required-groups"), &kit.group(&dest, "late")),
         ]))
         .await?;
     for i in 0..3 {
@@ -314,7 +315,7 @@ pub(super) async fn required_groups_exist_before_consumers(kit: &Kit) -> TrialRe
             .await
             .map_err(|e| format!("send failed: {e}"))?;
     }
-    let (consumer, mut rx) = kit.sink(&dest, &group("late")).await?;
+    let (consumer, mut rx) = kit.sink(&dest, &group(kit, &dest, "late")).await?;
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(text(

@@ -26,7 +26,7 @@ where
 {
     let mut pairs = props(&[
         (&binding_key("fail-in-0", "destination"), dest),
-        (&binding_key("fail-in-0", "group"), "g"),
+        (&binding_key("fail-in-0", "group"), &kit.group(dest, "g")),
     ]);
     pairs.extend(
         extra
@@ -107,7 +107,7 @@ pub(super) async fn retry_back_off_then_dead_letter(kit: &Kit) -> TrialResult {
         },
     )
     .await?;
-    let (reader, mut dlq) = kit.dead_letter_reader(&dest, "g").await?;
+    let (reader, mut dlq) = kit.dead_letter_reader(&dest, &kit.group(&dest, "g")).await?;
     let producer = send(kit, &dest, &["doomed"]).await?;
     let mut times = Vec::new();
     for _ in 0..3 {
@@ -164,7 +164,7 @@ pub(super) async fn reject_without_requeue_dead_letters(kit: &Kit) -> TrialResul
         }
     })
     .await?;
-    let (reader, mut dlq) = kit.dead_letter_reader(&dest, "g").await?;
+    let (reader, mut dlq) = kit.dead_letter_reader(&dest, &kit.group(&dest, "g")).await?;
     let producer = send(kit, &dest, &["unwanted"]).await?;
     let dead = kit.next(&mut dlq, "dead-letter destination").await?;
     check(dead.payload().as_ref() == b"unwanted", || {
@@ -305,7 +305,7 @@ pub(super) async fn batch_with_one_failing_message(kit: &Kit) -> TrialResult {
     let builder = kit
         .builder(&props(&[
             (&binding_key("batch-in-0", "destination"), &dest),
-            (&binding_key("batch-in-0", "group"), "g"),
+            (&binding_key("batch-in-0", "group"), &kit.group(&dest, "g")),
             (&binding_key("batch-in-0", "consumer.batch-mode"), "true"),
             (&binding_key("batch-in-0", "consumer.max-attempts"), "2"),
             (
@@ -327,7 +327,7 @@ pub(super) async fn batch_with_one_failing_message(kit: &Kit) -> TrialResult {
             }
         });
     let consumer = kit.build(builder, "batch consumer").await?;
-    let (reader, mut dlq) = kit.dead_letter_reader(&dest, "g").await?;
+    let (reader, mut dlq) = kit.dead_letter_reader(&dest, &kit.group(&dest, "g")).await?;
     let producer = send(kit, &dest, &["a", "bad", "b"]).await?;
     let mut processed = BTreeSet::new();
     let mut dead = BTreeSet::new();
@@ -359,7 +359,7 @@ pub(super) async fn pollable_accept_reject_requeue(kit: &Kit) -> TrialResult {
         .source(&props(&[
             ("spring.cloud.stream.pollable-source", "poll"),
             (&binding_key("poll-in-0", "destination"), &dest),
-            (&binding_key("poll-in-0", "group"), "g"),
+            (&binding_key("poll-in-0", "group"), &kit.group(&dest, "g")),
             (&binding_key("poll-in-0", "consumer.max-attempts"), "1"),
         ]))
         .await?;

@@ -14,8 +14,8 @@ use crate::binder::{BindingState, Capability};
 use crate::message::Message;
 use crate::{FunctionError, StreamApp};
 
-fn group(g: &str) -> Vec<(String, String)> {
-    vec![(binding_key("sink-in-0", "group"), g.to_owned())]
+fn group(kit: &Kit, dest: &str, g: &str) -> Vec<(String, String)> {
+    vec![(binding_key("sink-in-0", "group"), kit.group(dest, g))]
 }
 
 async fn send_one(kit: &Kit, dest: &str, payload: &str) -> Result<StreamApp, TrialFailure> {
@@ -38,7 +38,7 @@ pub(super) async fn stop_settles_in_flight(kit: &Kit) -> TrialResult {
     let builder = kit
         .builder(&props(&[
             (&binding_key("slow-in-0", "destination"), &dest),
-            (&binding_key("slow-in-0", "group"), "g"),
+            (&binding_key("slow-in-0", "group"), &kit.group(&dest, "g")),
         ]))?
         .consumer("slow", move |_m: Message<Bytes>| {
             let (s, f) = (Arc::clone(&s), Arc::clone(&f));
@@ -73,7 +73,7 @@ pub(super) async fn stop_settles_in_flight(kit: &Kit) -> TrialResult {
         format!("state after stop: {}", binding.state())
     })?;
     app.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
-    let (next, mut rx) = kit.sink(&dest, &group("g")).await?;
+    let (next, mut rx) = kit.sink(&dest, &group(kit, &dest, "g")).await?;
     kit.quiet(&mut rx, "next member of the group after stop")
         .await?;
     Kit::shutdown(vec![next, producer]).await
@@ -109,7 +109,7 @@ pub(super) async fn pause_holds_until_resume(kit: &Kit) -> TrialResult {
 /// `auto-startup: false` provisions but delivers nothing until the binding is started.
 pub(super) async fn auto_startup_false(kit: &Kit) -> TrialResult {
     let dest = kit.unique("auto-startup");
-    let mut extra = group("g");
+    let mut extra = group(kit, &dest, "g");
     extra.push((
         binding_key("sink-in-0", "consumer.auto-startup"),
         "false".into(),
@@ -141,7 +141,7 @@ pub(super) async fn auto_startup_false(kit: &Kit) -> TrialResult {
 /// Acknowledged messages are not delivered again to the next member of the group.
 pub(super) async fn no_redelivery_after_ack(kit: &Kit) -> TrialResult {
     let dest = kit.unique("acked");
-    let (first, mut rx) = kit.sink(&dest, &group("g")).await?;
+    let (first, mut rx) = kit.sink(&dest, &group(kit, &dest, "g")).await?;
     let producer = kit.source(&[]).await?;
     for i in 0..5 {
         producer
@@ -157,7 +157,7 @@ pub(super) async fn no_redelivery_after_ack(kit: &Kit) -> TrialResult {
         .shutdown()
         .await
         .map_err(|e| format!("shutdown: {e}"))?;
-    let (second, mut rx2) = kit.sink(&dest, &group("g")).await?;
+    let (second, mut rx2) = kit.sink(&dest, &group(kit, &dest, "g")).await?;
     tokio::time::sleep(kit.quiet).await;
     kit.quiet(
         &mut rx2,
@@ -174,7 +174,7 @@ pub(super) async fn late_binding(kit: &Kit) -> TrialResult {
     let kit = &kit;
     let dest = kit.unique("late");
     control.cut().await;
-    let mut extra = group("g");
+    let mut extra = group(kit, &dest, "g");
     extra.push((
         "spring.cloud.stream.binding-retry-interval".into(),
         "1s".into(),
@@ -215,7 +215,7 @@ pub(super) async fn dead_consumer_is_reported(kit: &Kit) -> TrialResult {
     let (kit, control, _exclusive) = kit.under_control().await?;
     let kit = &kit;
     let dest = kit.unique("dead");
-    let (app, mut rx) = kit.sink(&dest, &group("g")).await?;
+    let (app, mut rx) = kit.sink(&dest, &group(kit, &dest, "g")).await?;
     let binding = app
         .consumer_bindings("sink-in-0")
         .into_iter()
@@ -246,10 +246,11 @@ pub(super) async fn dead_consumer_is_reported(kit: &Kit) -> TrialResult {
 pub(super) async fn capabilities_match_behaviour(kit: &Kit) -> TrialResult {
     let caps = kit.capabilities().await?;
     let dest = kit.unique("capabilities");
+    let g = kit.group(&dest, "g");
     let consumer = |extra: &[(&str, &str)]| {
         let mut v = props(&[
             (&binding_key("sink-in-0", "destination"), &dest),
-            (&binding_key("sink-in-0", "group"), "g"),
+            (&binding_key("sink-in-0", "group"), &g),
         ]);
         v.extend(
             extra
@@ -282,7 +283,7 @@ pub(super) async fn capabilities_match_behaviour(kit: &Kit) -> TrialResult {
             props(&[
                 ("spring.cloud.stream.pollable-source", "cap"),
                 (&binding_key("cap-in-0", "destination"), &dest),
-                (&binding_key("cap-in-0", "group"), "g"),
+                (&binding_key("cap-in-0", "group"), &g),
             ]),
             false,
         ),
@@ -331,7 +332,7 @@ pub(super) async fn capabilities_match_behaviour(kit: &Kit) -> TrialResult {
     // The batch case needs a batch function.
     let batch_pairs = props(&[
         (&binding_key("batch-in-0", "destination"), &dest),
-        (&binding_key("batch-in-0", "group"), "g"),
+        (&binding_key("batch-in-0", "group"), &g),
         (&binding_key("batch-in-0", "consumer.batch-mode"), "true"),
     ]);
     let result = kit
