@@ -43,6 +43,7 @@ mod extension;
 mod field;
 mod key;
 mod macros;
+mod management;
 mod origin;
 mod placeholder;
 mod property;
@@ -67,6 +68,12 @@ pub use key::field_key;
 pub use key::{canonical_key, canonical_segment};
 #[doc(hidden)]
 pub use macros::{__field_path, __first_doc_line};
+pub use management::{
+    BindersHealthProperties, ENDPOINT_IDS, EndpointProperties, EndpointsProperties,
+    ExposureProperties, HealthContributorsProperties, HealthEndpointProperties, MANAGEMENT_PREFIX,
+    ManagementProperties, ManagementServerProperties, OtlpProperties, OtlpTracingProperties,
+    SamplingProperties, ShowDetails, TracingProperties, WebEndpointsProperties,
+};
 pub use origin::Origin;
 pub use property::Property;
 pub use reference::{reference_markdown, stream_reference_markdown};

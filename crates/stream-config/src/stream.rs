@@ -307,13 +307,16 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
         ("cloudevent", Node::Map),
     ]);
     let stream = Node::Props(StreamProperties::descriptors, extras);
-    Node::open(vec![(
-        "spring",
-        Node::open(vec![(
-            "cloud",
-            Node::open(vec![("stream", stream), ("function", cloud_function)]),
-        )]),
-    )])
+    Node::open(vec![
+        (
+            "spring",
+            Node::open(vec![(
+                "cloud",
+                Node::open(vec![("stream", stream), ("function", cloud_function)]),
+            )]),
+        ),
+        (crate::MANAGEMENT_PREFIX, crate::management::schema()),
+    ])
 }
 
 /// Spring Cloud Stream's configuration, validated: global properties, binders, bindings.
@@ -352,6 +355,7 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
 pub struct StreamConfig {
     env: Environment,
     stream: StreamProperties,
+    management: crate::ManagementProperties,
     function_definition: Option<String>,
     binders: BTreeMap<String, BinderProperties>,
     extensions: Vec<ExtensionSchema>,
@@ -427,9 +431,11 @@ impl StreamConfigBuilder {
             binders.insert(name, binder);
         }
 
+        let management = crate::ManagementProperties::from_environment(&env)?;
         let config = StreamConfig {
             env,
             stream,
+            management,
             function_definition,
             binders,
             extensions: self.extensions,
@@ -461,6 +467,11 @@ impl StreamConfig {
             env,
             extensions: Vec::new(),
         }
+    }
+
+    /// The `management.*` properties (admin endpoint, tracing).
+    pub fn management(&self) -> &crate::ManagementProperties {
+        &self.management
     }
 
     /// The environment (environment variables re-mapped with the registered extensions' keys).
