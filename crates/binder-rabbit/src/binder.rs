@@ -459,6 +459,10 @@ impl BinderFactory for RabbitBinderFactory {
         BINDER_TYPE
     }
 
+    fn messaging_system(&self) -> &'static str {
+        "rabbitmq"
+    }
+
     async fn create(
         &self,
         context: BinderContext<RabbitBinderProperties>,

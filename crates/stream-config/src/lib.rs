@@ -71,8 +71,8 @@ pub use macros::{__field_path, __first_doc_line};
 pub use management::{
     BindersHealthProperties, ENDPOINT_IDS, EndpointProperties, EndpointsProperties,
     ExposureProperties, HealthContributorsProperties, HealthEndpointProperties, MANAGEMENT_PREFIX,
-    ManagementProperties, ManagementServerProperties, OtlpProperties, OtlpTracingProperties,
-    SamplingProperties, ShowDetails, TracingProperties, WebEndpointsProperties,
+    ManagementProperties, ManagementServerProperties, SamplingProperties, ShowDetails,
+    TracingProperties, WebEndpointsProperties,
 };
 pub use origin::Origin;
 pub use property::Property;

@@ -36,8 +36,6 @@ crate::properties! {
         pub health: HealthContributorsProperties = HealthContributorsProperties::default(),
         /// Trace propagation and sampling.
         pub tracing: TracingProperties = TracingProperties::default(),
-        /// OTLP export.
-        pub otlp: OtlpProperties = OtlpProperties::default(),
     }
 
     /// `management.server.*`.
@@ -110,19 +108,6 @@ crate::properties! {
         /// Share of new traces that are sampled, 0.0 to 1.0 (a message's incoming sampling
         /// decision is kept).
         pub probability: f64 = 0.1,
-    }
-
-    /// `management.otlp.*`.
-    pub struct OtlpProperties {
-        /// OTLP trace export.
-        pub tracing: OtlpTracingProperties = OtlpTracingProperties::default(),
-    }
-
-    /// `management.otlp.tracing.*`.
-    pub struct OtlpTracingProperties {
-        /// OTLP/HTTP endpoint spans are exported to (e.g. `http://localhost:4318/v1/traces`);
-        /// unset: spans are not exported over the network.
-        pub endpoint: Option<String> = None,
     }
 }
 
@@ -288,13 +273,6 @@ pub(crate) fn schema() -> Node {
                 ("enabled", Node::Leaf),
                 ("sampling", Node::open(vec![("probability", Node::Leaf)])),
             ]),
-        ),
-        (
-            "otlp",
-            Node::open(vec![(
-                "tracing",
-                Node::open(vec![("endpoint", Node::Leaf)]),
-            )]),
         ),
     ])
 }

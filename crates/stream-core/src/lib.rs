@@ -11,9 +11,12 @@ pub mod expression;
 pub mod function;
 pub mod memory;
 pub mod message;
+pub mod meters;
 pub mod partition;
 mod process;
 pub mod retry;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 pub use app::{PollableConsumer, StreamApp, StreamAppBuilder, StreamBridge, StreamError};
 pub use error::{

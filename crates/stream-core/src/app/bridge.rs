@@ -112,13 +112,13 @@ impl StreamBridge {
         output: O,
     ) -> Result<(), StreamError> {
         let binding = self.output(name).await?;
-        let Some(message) =
-            output
-                .into_message(&binding.conversion)
-                .map_err(|cause| StreamError::Conversion {
-                    destination: name.to_owned(),
-                    cause,
-                })?
+        let Some(message) = output.into_message(&binding.conversion).map_err(|cause| {
+            binding.meters.conversion_failed();
+            StreamError::Conversion {
+                destination: name.to_owned(),
+                cause,
+            }
+        })?
         else {
             return Ok(());
         };

@@ -20,6 +20,7 @@ use super::{DEFAULT_SHUTDOWN_TIMEOUT, StreamApp, StreamError, shutdown};
 use crate::binder::Binding;
 use crate::errors::{ErrorChannels, ErrorHandler};
 use crate::function::{ErasedFunction, FunctionCatalog, FunctionDefinition, FunctionKind};
+use crate::meters::Meters;
 
 type Outputs = HashMap<String, Arc<OutputBinding>>;
 
@@ -48,6 +49,13 @@ impl StreamAppBuilder {
         for (channel, handler) in self.error_subscriptions {
             errors.subscribe(channel, handler);
         }
+        #[cfg(feature = "admin")]
+        let (recorder, prometheus) =
+            crate::app::admin::metrics_recorder(config.management(), self.metrics_recorder);
+        #[cfg(not(feature = "admin"))]
+        let recorder = self.metrics_recorder;
+        let meters = Meters::new(recorder);
+        meters.describe();
         let shared = Arc::new(AppShared {
             binders: Binders::new(self.registry, Arc::clone(&config)),
             config: Arc::clone(&config),
@@ -57,6 +65,7 @@ impl StreamAppBuilder {
             selectors: self.selectors,
             retry_policies: self.retry_policies,
             shutdown_timeout,
+            meters,
         });
         let functions = resolve_functions(&config, &self.catalog)?;
         let outputs = Arc::new(bind_outputs(&shared, &functions).await?);
@@ -101,7 +110,8 @@ impl StreamAppBuilder {
             pollables = pollables.len(),
             "stream application bound"
         );
-        Ok(StreamApp {
+        #[allow(unused_mut)]
+        let mut app = StreamApp {
             shared,
             consumers,
             outputs,
@@ -110,7 +120,25 @@ impl StreamAppBuilder {
             supplier_stop,
             pollables,
             shutdown_timeout,
-        })
+            #[cfg(feature = "admin")]
+            admin: None,
+        };
+        #[cfg(feature = "admin")]
+        {
+            let management = app.shared.config.management().clone();
+            match crate::app::admin::AdminServer::start(&management, app.handle(), prometheus).await
+            {
+                Ok(server) => app.admin = server,
+                Err(e) => {
+                    // Nothing may stay bound behind a refused start.
+                    if let Err(close) = app.shutdown().await {
+                        tracing::warn!(error = %close, "shutdown after a failed start");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(app)
     }
 }
 

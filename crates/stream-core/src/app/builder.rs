@@ -54,6 +54,7 @@ pub struct StreamAppBuilder {
     pub(super) selectors: HashMap<String, Arc<dyn PartitionSelector>>,
     pub(super) shutdown_timeout: Option<Duration>,
     pub(super) retry_policies: HashMap<String, RetryPolicy>,
+    pub(super) metrics_recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
 impl std::fmt::Debug for StreamAppBuilder {
@@ -78,7 +79,31 @@ impl StreamAppBuilder {
             selectors: HashMap::new(),
             shutdown_timeout: None,
             retry_policies: HashMap::new(),
+            metrics_recorder: None,
         }
+    }
+
+    /// The recorder the application's metrics go to (see [`crate::meters`]); without it they
+    /// go to the global `metrics` recorder, if one is installed when the application is
+    /// built.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// let recorder = Arc::new(metrics::NoopRecorder);
+    /// let app = stream_core::StreamApp::builder()
+    ///     .environment(stream_core::stream_config::Environment::empty())
+    ///     .binder(stream_core::memory::InMemoryBinderFactory::default())
+    ///     .metrics_recorder(recorder)
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// app.shutdown().await.unwrap();
+    /// # });
+    /// ```
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn metrics::Recorder + Send + Sync>) -> Self {
+        self.metrics_recorder = Some(recorder);
+        self
     }
 
     /// Registers a retry policy that bindings name in `consumer.retry-template-name`; it

@@ -115,6 +115,17 @@ pub enum StreamError {
         /// Why (part of the message).
         cause: ConversionError,
     },
+    /// The admin endpoint cannot listen where `management.server.port` and
+    /// `management.server.address` say.
+    #[error(
+        "the admin endpoint (`management.server.port`, `management.server.address`) cannot listen on {address}: {cause}; choose a free port, 0 for any, or -1 to turn it off"
+    )]
+    Admin {
+        /// The address asked for.
+        address: String,
+        /// Why (part of the message).
+        cause: std::io::Error,
+    },
     /// No binding with that name.
     #[error("no binding named `{0}`")]
     NoSuchBinding(String),

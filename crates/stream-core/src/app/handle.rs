@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::StreamError;
 use super::shared::AppShared;
-use crate::binder::{BinderHealth, Binding, HealthStatus};
+use crate::binder::{BinderHealth, Binding, BindingState, BindingStatus, HealthStatus};
 
 /// What can be asked of a binding (Spring's `POST /actuator/bindings/{name}` states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,8 +39,9 @@ impl std::str::FromStr for BindingCommand {
     }
 }
 
-/// The application's health: every binder's, and the overall status (`Up` when every binder
-/// is up, `Down` as soon as one is down or connecting).
+/// The application's health: every binder's and every binding's, and the overall status:
+/// `Down` as soon as a binder is down or connecting or a binding has failed, `Unknown` when a
+/// binder cannot tell, else `Up`. A binding an operator stopped or paused is not a failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AppHealth {
@@ -48,6 +49,58 @@ pub struct AppHealth {
     pub status: HealthStatus,
     /// Each binder created so far, by configuration name.
     pub binders: BTreeMap<String, BinderHealth>,
+    /// Each binding (a binding with several destinations or partitions appears once per
+    /// consumer).
+    pub bindings: Vec<BindingHealth>,
+}
+
+/// One binding's part of [`AppHealth`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BindingHealth {
+    /// Binding name.
+    pub name: String,
+    /// Its destination.
+    pub destination: String,
+    /// Whether it is an input binding.
+    pub input: bool,
+    /// State and reason.
+    pub status: BindingStatus,
+}
+
+/// The worse of two statuses: down (or connecting), then unknown, then up.
+fn worse(a: HealthStatus, b: HealthStatus) -> HealthStatus {
+    match (a, b) {
+        (HealthStatus::Down, _)
+        | (_, HealthStatus::Down)
+        | (HealthStatus::Connecting, _)
+        | (_, HealthStatus::Connecting) => HealthStatus::Down,
+        (HealthStatus::Unknown, _) | (_, HealthStatus::Unknown) => HealthStatus::Unknown,
+        _ => HealthStatus::Up,
+    }
+}
+
+impl AppHealth {
+    /// The status of the binders alone.
+    pub fn binders_status(&self) -> HealthStatus {
+        self.binders
+            .values()
+            .map(|h| h.status)
+            .fold(HealthStatus::Up, worse)
+    }
+
+    /// The status of the bindings alone: down when one has failed.
+    pub fn bindings_status(&self) -> HealthStatus {
+        if self
+            .bindings
+            .iter()
+            .any(|b| b.status.state == BindingState::Failed)
+        {
+            HealthStatus::Down
+        } else {
+            HealthStatus::Up
+        }
+    }
 }
 
 /// A handle on a running application, cheap to clone and usable while the application runs
@@ -134,16 +187,22 @@ impl AppHandle {
         for (name, binder) in self.shared.binders.all().await {
             binders.insert(name, binder.health().await);
         }
-        let status = binders
-            .values()
-            .map(|h| h.status)
-            .fold(HealthStatus::Up, |acc, s| match (acc, s) {
-                (HealthStatus::Down, _) | (_, HealthStatus::Down | HealthStatus::Connecting) => {
-                    HealthStatus::Down
-                }
-                (HealthStatus::Unknown, _) | (_, HealthStatus::Unknown) => HealthStatus::Unknown,
-                _ => HealthStatus::Up,
-            });
-        AppHealth { status, binders }
+        let bindings = self
+            .bindings
+            .iter()
+            .map(|b| BindingHealth {
+                name: b.name().to_owned(),
+                destination: b.destination().to_owned(),
+                input: b.is_input(),
+                status: b.status(),
+            })
+            .collect();
+        let mut health = AppHealth {
+            status: HealthStatus::Up,
+            binders,
+            bindings,
+        };
+        health.status = worse(health.binders_status(), health.bindings_status());
+        health
     }
 }

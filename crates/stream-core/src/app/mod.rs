@@ -1,5 +1,7 @@
 //! The application: functions bound to destinations through binders.
 
+#[cfg(feature = "admin")]
+pub mod admin;
 mod binders;
 mod bridge;
 mod build;
@@ -23,7 +25,7 @@ use tokio::task::JoinHandle;
 pub use bridge::StreamBridge;
 pub use builder::StreamAppBuilder;
 pub use error::StreamError;
-pub use handle::{AppHandle, AppHealth, BindingCommand};
+pub use handle::{AppHandle, AppHealth, BindingCommand, BindingHealth};
 pub use pollable::PollableConsumer;
 
 use self::output::OutputBinding;
@@ -43,6 +45,8 @@ pub struct StreamApp {
     pub(crate) supplier_stop: watch::Sender<bool>,
     pub(crate) pollables: HashMap<String, Arc<PollableConsumer>>,
     pub(crate) shutdown_timeout: Duration,
+    #[cfg(feature = "admin")]
+    pub(crate) admin: Option<crate::app::admin::AdminServer>,
 }
 
 impl std::fmt::Debug for StreamApp {
@@ -100,6 +104,15 @@ impl StreamApp {
             bindings: Arc::new(all),
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Where the admin endpoint listens (feature `admin`, when `management.server.port` is
+    /// set; with port `0` this is the port picked).
+    #[cfg(feature = "admin")]
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(crate::app::admin::AdminServer::address)
     }
 
     /// A pollable consumer configured in `spring.cloud.stream.pollable-source`.

@@ -13,6 +13,7 @@ use crate::error::{BinderError, FunctionError};
 use crate::errors::{ErrorChannels, ErrorMessage};
 use crate::function::ConversionContext;
 use crate::message::{Message, names};
+use crate::meters::ProducerMeters;
 use crate::partition::PartitionHandler;
 
 /// One bound output: a producer plus what is applied before each send.
@@ -20,6 +21,11 @@ pub(crate) struct OutputBinding {
     pub(crate) binding: Arc<str>,
     pub(crate) destination: Arc<str>,
     pub(crate) binder_type: &'static str,
+    /// OpenTelemetry `messaging.system` of the binder.
+    pub(crate) system: &'static str,
+    /// `otel.name` of the send span (`send <destination>`).
+    pub(crate) span_name: Arc<str>,
+    pub(crate) meters: ProducerMeters,
     pub(crate) producer: Arc<dyn DynProducer>,
     pub(crate) partition: Option<PartitionHandler>,
     /// Converts payloads for this binding (its content type, native encoding).
@@ -51,14 +57,30 @@ impl OutputBinding {
         if !self.running.load(Ordering::Acquire) {
             return Err(self.stopped());
         }
-        let span = tracing::debug_span!(
-            "stream.publish",
-            messaging.system = self.binder_type,
+        let span = tracing::info_span!(
+            "stream.send",
+            otel.name = %self.span_name,
+            otel.kind = "producer",
+            messaging.system = self.system,
             messaging.destination.name = %self.destination,
-            messaging.operation.name = "publish",
+            messaging.operation.name = "send",
+            messaging.operation.type = "send",
             binding = %self.binding,
         );
-        async move {
+        #[cfg(feature = "otel")]
+        let message = {
+            let mut message = message;
+            crate::telemetry::inject(&span, message.headers_mut());
+            message
+        };
+        let start = std::time::Instant::now();
+        let result = self.send_traced(message).instrument(span).await;
+        self.meters.sent(start, &result);
+        result
+    }
+
+    async fn send_traced(&self, message: Message<Bytes>) -> Result<(), BinderError> {
+        {
             let outbound = self.outbound(message)?;
             match &self.error_channel {
                 None => self.producer.send(outbound).await,
@@ -82,8 +104,6 @@ impl OutputBinding {
                 }
             }
         }
-        .instrument(span)
-        .await
     }
 }
 

@@ -96,14 +96,7 @@ impl PollableConsumer {
             Box::pin(async move { handler(input.map_err(FunctionError::new)?).await })
                 as BoxFuture<'static, Result<(), FunctionError>>
         });
-        let pipeline = ConsumerPipeline {
-            id: self.base.id.clone(),
-            invoker,
-            batch_invoker: None,
-            retry: self.base.retry().clone(),
-            errors: self.base.errors.clone(),
-            error_handler: None,
-        };
+        let pipeline = self.base.with_invoker(invoker);
         self.source
             .poll(&pipeline)
             .await

@@ -11,11 +11,12 @@ use super::StreamError;
 use super::binders::Binders;
 use super::output::OutputBinding;
 use crate::binder::Binding;
-use crate::binder::erased::{DynPollable, InputRequest, OutputRequest};
+use crate::binder::erased::{DynBinder, DynPollable, InputRequest, OutputRequest};
 use crate::binder::lifecycle::Timing;
 use crate::convert::ConversionService;
-use crate::errors::{ErrorChannels, ErrorHandler, consumer_error_channel, producer_error_channel};
+use crate::errors::{ErrorChannels, ErrorHandler, producer_error_channel};
 use crate::function::ConversionContext;
+use crate::meters::Meters;
 use crate::partition::{PartitionHandler, PartitionKeyExtractor, PartitionSelector};
 use crate::process::pipeline::{BatchInvoker, ConsumerIdentity, ConsumerPipeline, Invoker};
 use crate::retry::{BackOff, RetryPolicy};
@@ -30,6 +31,7 @@ pub(crate) struct AppShared {
     pub(crate) selectors: HashMap<String, Arc<dyn PartitionSelector>>,
     pub(crate) retry_policies: HashMap<String, RetryPolicy>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) meters: Meters,
 }
 
 /// What an input binding's deliveries are handed to.
@@ -104,24 +106,21 @@ impl AppShared {
         &self,
         binding: &str,
         destination: &str,
-        binder_type: &'static str,
+        binder: &dyn DynBinder,
         props: &BindingProperties,
         retry: &RetryPolicy,
         handlers: &InputHandlers,
     ) -> Arc<ConsumerPipeline> {
+        let group = props.group.as_deref().filter(|g| !g.trim().is_empty());
+        let system = binder.messaging_system();
         Arc::new(ConsumerPipeline {
-            id: ConsumerIdentity {
-                binding: binding.into(),
-                destination: destination.into(),
-                group: props.group.as_deref().map(Into::into),
-                binder_type: binder_type.into(),
-                error_channel: consumer_error_channel(destination, props.group.as_deref()).into(),
-            },
+            id: ConsumerIdentity::new(binding, destination, group, system),
             invoker: Arc::clone(&handlers.invoker),
             batch_invoker: handlers.batch_invoker.clone(),
             retry: retry.clone(),
             errors: self.errors.clone(),
             error_handler: handlers.error_handler.clone(),
+            meters: Arc::new(self.meters.consumer(system, binding, destination, group)),
         })
     }
 
@@ -158,7 +157,7 @@ impl AppShared {
             let pipeline = self.pipeline(
                 binding,
                 &destination,
-                binder.binder_type(),
+                binder.as_ref(),
                 props,
                 &retry,
                 &handlers,
@@ -202,7 +201,7 @@ impl AppShared {
         let pipeline = self.pipeline(
             binding,
             &destination,
-            binder.binder_type(),
+            binder.as_ref(),
             props,
             &retry,
             &handlers,
@@ -255,8 +254,12 @@ impl AppShared {
                 binding: name.to_owned(),
                 cause,
             })?;
+        let system = binder.messaging_system();
         Ok(Arc::new(OutputBinding {
             binding: name.into(),
+            span_name: format!("send {destination}").into(),
+            meters: self.meters.producer(system, name, &destination),
+            system,
             destination: destination.as_str().into(),
             binder_type: binder.binder_type(),
             producer,

@@ -190,6 +190,10 @@ pub(crate) async fn graceful(app: StreamApp) -> Result<(), StreamError> {
             problems.push(format!("binder `{name}`: {e}"));
         }
     }
+    #[cfg(feature = "admin")]
+    if let Some(admin) = app.admin {
+        admin.stop().await;
+    }
     if problems.is_empty() {
         tracing::info!("shutdown complete");
         Ok(())

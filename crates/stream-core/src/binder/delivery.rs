@@ -36,6 +36,17 @@ pub enum Body {
     },
 }
 
+#[cfg(feature = "otel")]
+impl Body {
+    /// The headers of the (first) message, which carry the trace context.
+    pub(crate) fn first_headers(&self) -> Option<&crate::message::Headers> {
+        match self {
+            Body::One(m) | Body::Undecodable { message: m, .. } => Some(m.headers()),
+            Body::Parts(p) => p.first().map(Message::headers),
+        }
+    }
+}
+
 impl<R> Delivery<R> {
     /// A delivery of one message.
     pub fn new(raw: R, message: Message<Bytes>) -> Self {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use stream_config::{
     AckMode, BindingProperties, Environment, ExtensionSchema, StreamProperties, canonical_segment,
 };
+use tracing::Instrument;
 
 use super::capability::{check_recovery, required_capability};
 use super::lifecycle::{ConsumerBinding, Timing};
@@ -61,6 +62,7 @@ pub(crate) trait DynFactory: Send + Sync + 'static {
 #[async_trait]
 pub(crate) trait DynBinder: Send + Sync + 'static {
     fn binder_type(&self) -> &'static str;
+    fn messaging_system(&self) -> &'static str;
     fn capabilities(&self) -> Capabilities;
     async fn bind_input(&self, req: InputRequest<'_>) -> Result<Box<dyn Binding>, BinderError>;
     async fn bind_output(
@@ -194,6 +196,7 @@ impl<F: BinderFactory> DynFactory for FactoryAdapter<F> {
         Ok(Arc::new(BinderAdapter {
             binder: Arc::new(binder),
             binder_type,
+            system: self.0.messaging_system(),
             env,
         }))
     }
@@ -202,6 +205,7 @@ impl<F: BinderFactory> DynFactory for FactoryAdapter<F> {
 struct BinderAdapter<B> {
     binder: Arc<B>,
     binder_type: &'static str,
+    system: &'static str,
     env: Environment,
 }
 
@@ -321,6 +325,10 @@ impl<B: Binder> BinderAdapter<B> {
 impl<B: Binder> DynBinder for BinderAdapter<B> {
     fn binder_type(&self) -> &'static str {
         self.binder_type
+    }
+
+    fn messaging_system(&self) -> &'static str {
+        self.system
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -530,8 +538,10 @@ impl<P: Pollable> DynPollable for PollableAdapter<P> {
             recovery: self.recovery,
             ack_mode: self.ack_mode,
         };
-        pipeline
-            .in_span(settling.process(delivery.raw, delivery.body))
+        let span = super::sink::consume_span(pipeline, &delivery.body);
+        settling
+            .process(delivery.raw, delivery.body)
+            .instrument(span)
             .await;
         Ok(true)
     }

@@ -97,6 +97,12 @@ pub trait BinderFactory: Send + Sync + 'static {
     /// `spring.cloud.stream.binders.<name>.type`.
     fn binder_type(&self) -> &'static str;
 
+    /// The broker as OpenTelemetry names it (`messaging.system`: `rabbitmq`, `rocketmq`,
+    /// `kafka`), for metrics and spans; the binder type unless the factory says otherwise.
+    fn messaging_system(&self) -> &'static str {
+        self.binder_type()
+    }
+
     /// Creates (and connects, or prepares to connect) a binder. A broker that cannot be reached
     /// yet is not an error here: binders connect lazily and report it when binding (late
     /// binding).

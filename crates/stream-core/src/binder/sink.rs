@@ -21,6 +21,7 @@ use super::inflight::InFlight;
 use super::{Consumer, Settle};
 use crate::error::BinderError;
 use crate::message::{Acknowledger, Acknowledgment};
+use crate::meters::Settled;
 use crate::process::pipeline::{ConsumerPipeline, ErasedRaw};
 use crate::process::{DeadLetter, Outcome, Plan, Recovery, Settlement, Settler, plan};
 
@@ -118,6 +119,19 @@ impl<S: Settle> Acknowledger for ManualAcknowledger<S> {
     }
 }
 
+/// The consume span of a delivery: the child of the span that sent it when its headers carry
+/// a trace context (feature `otel`).
+pub(crate) fn consume_span(pipeline: &ConsumerPipeline, body: &Body) -> tracing::Span {
+    let span = pipeline.span();
+    #[cfg(feature = "otel")]
+    if let Some(headers) = body.first_headers() {
+        crate::telemetry::adopt(&span, headers);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = body;
+    span
+}
+
 /// Settles deliveries of one binding as the settlement table says: shared by pushed and
 /// polled consumers.
 pub(crate) struct Settling<'a, S: Settle> {
@@ -177,7 +191,15 @@ impl<S: Settle> Settling<'_, S> {
         {
             return;
         }
-        if let Err(e) = self.settle.settle(raw, settlement).await {
+        let start = std::time::Instant::now();
+        let result = self.settle.settle(raw, settlement).await;
+        let settled = match settlement {
+            Settlement::Ack => Settled::Ack,
+            Settlement::Requeue => Settled::Nack,
+            Settlement::Reject => Settled::Reject,
+        };
+        self.pipeline.meters.settled(settled, start);
+        if let Err(e) = result {
             tracing::warn!(
                 binding = %self.pipeline.id.binding,
                 destination = %self.pipeline.id.destination,
@@ -196,6 +218,7 @@ impl<S: Settle> Settling<'_, S> {
         let letter = DeadLetter::new(failed);
         match self.settle.dead_letter(raw, &letter).await {
             Ok(()) => {
+                self.pipeline.meters.dead_lettered();
                 tracing::debug!(binding = %self.pipeline.id.binding, "message dead-lettered");
                 true
             }
@@ -274,6 +297,7 @@ impl<S: Settle> Settling<'_, S> {
 
     /// Processes a delivery's body and settles it.
     pub(crate) async fn process(&self, raw: S::Raw, body: Body) {
+        let _in_flight = self.pipeline.meters.in_flight(1);
         let raw = Arc::new(raw);
         let erased = Self::erase(&raw);
         let pipeline = self.pipeline;
@@ -339,6 +363,7 @@ impl<S: Settle> Settling<'_, S> {
             }
             return;
         };
+        let _in_flight = self.pipeline.meters.in_flight(deliveries.len());
         let mut owners: Vec<(Arc<S::Raw>, Option<Acknowledgment>)> = Vec::new();
         let mut messages = Vec::new();
         let mut raws = Vec::new();
@@ -375,6 +400,10 @@ impl<S: Settle> Settling<'_, S> {
             return;
         }
         let span = self.pipeline.span();
+        #[cfg(feature = "otel")]
+        if let Some(first) = messages.first() {
+            crate::telemetry::adopt(&span, first.headers());
+        }
         span.record("messaging.batch.message_count", messages.len());
         let outcomes = self
             .pipeline
@@ -467,9 +496,10 @@ impl<C: Consumer> Sink<C> {
             return;
         }
         let settling = self.settling();
-        self.shared
-            .pipeline
-            .in_span(settling.process(delivery.raw, delivery.body))
+        let span = consume_span(&self.shared.pipeline, &delivery.body);
+        settling
+            .process(delivery.raw, delivery.body)
+            .instrument(span)
             .await;
     }
 

@@ -14,6 +14,7 @@ use crate::binder::{Binder, Binding, ConsumerSpec, ProducerSpec};
 use crate::error::{BinderError, FunctionError};
 use crate::errors::ErrorChannels;
 use crate::message::Message;
+use crate::meters::Meters;
 use crate::process::pipeline::{BatchInvoker, ConsumerIdentity, ConsumerPipeline, Invoker};
 use crate::retry::{BackOff, RetryPolicy};
 
@@ -108,22 +109,23 @@ impl<B: Binder> Harness<B> {
         batch_invoker: Option<BatchInvoker>,
     ) -> Arc<ConsumerPipeline> {
         Arc::new(ConsumerPipeline {
-            id: ConsumerIdentity {
-                binding: Arc::clone(&spec.binding),
-                destination: Arc::clone(&spec.destination),
-                group: spec.group_name().map(Into::into),
-                binder_type: self.binder_type.into(),
-                error_channel: crate::errors::consumer_error_channel(
-                    &spec.destination,
-                    spec.group_name(),
-                )
-                .into(),
-            },
+            id: ConsumerIdentity::new(
+                &spec.binding,
+                &spec.destination,
+                spec.group_name(),
+                self.binder_type,
+            ),
             invoker,
             batch_invoker,
             retry: retry_of(spec),
             errors: self.errors.clone(),
             error_handler: None,
+            meters: Arc::new(Meters::default().consumer(
+                self.binder_type,
+                &spec.binding,
+                &spec.destination,
+                spec.group_name(),
+            )),
         })
     }
 
@@ -275,14 +277,7 @@ impl<B: Binder> PolledSource<B> {
             let h = Arc::clone(&handler);
             Box::pin(async move { h(m).await }) as BoxFuture<'static, Result<(), FunctionError>>
         });
-        let pipeline = ConsumerPipeline {
-            id: self.base.id.clone(),
-            invoker,
-            batch_invoker: None,
-            retry: self.base.retry().clone(),
-            errors: self.base.errors.clone(),
-            error_handler: None,
-        };
+        let pipeline = self.base.with_invoker(invoker);
         self.source.poll(&pipeline).await
     }
 

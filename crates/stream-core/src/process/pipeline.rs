@@ -9,12 +9,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tracing::Instrument;
 
 use super::outcome::{FailedMessage, Outcome};
 use crate::error::{FunctionError, SpecialOutcome};
 use crate::errors::{ErrorChannels, ErrorHandler, ErrorMessage};
 use crate::message::{HeaderValue, Message, names};
+use crate::meters::ConsumerMeters;
 use crate::retry::RetryPolicy;
 
 /// The work done per attempt: convert, invoke, route the output.
@@ -32,10 +32,32 @@ pub(crate) type ErasedRaw = Option<Arc<dyn Any + Send + Sync>>;
 #[derive(Clone, Debug)]
 pub(crate) struct ConsumerIdentity {
     pub(crate) binding: Arc<str>,
+    /// OpenTelemetry `messaging.system` of the binder.
+    pub(crate) system: &'static str,
+    /// `otel.name` of the consume span (`process <destination>`).
+    pub(crate) span_name: Arc<str>,
     pub(crate) destination: Arc<str>,
     pub(crate) group: Option<Arc<str>>,
-    pub(crate) binder_type: Arc<str>,
     pub(crate) error_channel: Arc<str>,
+}
+
+impl ConsumerIdentity {
+    /// The names of a consumer of `destination` (group `None`: anonymous).
+    pub(crate) fn new(
+        binding: &str,
+        destination: &str,
+        group: Option<&str>,
+        system: &'static str,
+    ) -> Self {
+        Self {
+            binding: binding.into(),
+            system,
+            span_name: format!("process {destination}").into(),
+            destination: destination.into(),
+            group: group.map(Into::into),
+            error_channel: crate::errors::consumer_error_channel(destination, group).into(),
+        }
+    }
 }
 
 /// Retry, error channel and error handler around an [`Invoker`].
@@ -46,6 +68,7 @@ pub(crate) struct ConsumerPipeline {
     pub(crate) retry: RetryPolicy,
     pub(crate) errors: ErrorChannels,
     pub(crate) error_handler: Option<ErrorHandler>,
+    pub(crate) meters: Arc<ConsumerMeters>,
 }
 
 /// Runs a future, turning a panic inside it into a [`FunctionError`] of kind `panic`.
@@ -74,6 +97,20 @@ impl ConsumerPipeline {
         message.clone()
     }
 
+    /// The same binding with another handler (a pollable source's poll brings its own; no
+    /// batch invoker, no error handler).
+    pub(crate) fn with_invoker(&self, invoker: Invoker) -> Self {
+        Self {
+            id: self.id.clone(),
+            invoker,
+            batch_invoker: None,
+            retry: self.retry.clone(),
+            errors: self.errors.clone(),
+            error_handler: None,
+            meters: Arc::clone(&self.meters),
+        }
+    }
+
     /// The retry policy (its `max-attempts` feeds the settlement table).
     pub(crate) fn retry(&self) -> &RetryPolicy {
         &self.retry
@@ -82,13 +119,22 @@ impl ConsumerPipeline {
     /// Processes one message: every attempt, then the failure path.
     pub(crate) async fn process(&self, mut message: Message<Bytes>, raw: &ErasedRaw) -> Outcome {
         let invoker = &self.invoker;
+        let start = self.meters.received(1);
+        let mut attempts = 0;
         let result = self
             .retry
-            .run(|attempt| caught(invoker(Self::attempt_message(&mut message, attempt))))
+            .run(|attempt| {
+                attempts = attempt;
+                caught(invoker(Self::attempt_message(&mut message, attempt)))
+            })
             .await;
         match result {
-            Ok(()) => Outcome::Success,
+            Ok(()) => {
+                self.meters.processed(start, attempts, None);
+                Outcome::Success
+            }
             Err(e) => {
+                self.meters.processed(start, e.attempts, Some(&e.error));
                 // The failed message is the one delivered, without the runtime's header.
                 message.headers_mut().remove(names::DELIVERY_ATTEMPT);
                 self.failure(message, raw, Arc::new(e.error), e.attempts)
@@ -105,9 +151,12 @@ impl ConsumerPipeline {
         mut messages: Vec<Message<Bytes>>,
         raws: &[ErasedRaw],
     ) -> Vec<Outcome> {
+        let start = self.meters.received(messages.len());
+        let mut attempts = 0;
         let result = self
             .retry
             .run(|attempt| {
+                attempts = attempt;
                 caught(invoker(
                     messages
                         .iter_mut()
@@ -117,8 +166,12 @@ impl ConsumerPipeline {
             })
             .await;
         match result {
-            Ok(()) => messages.iter().map(|_| Outcome::Success).collect(),
+            Ok(()) => {
+                self.meters.processed(start, attempts, None);
+                messages.iter().map(|_| Outcome::Success).collect()
+            }
             Err(e) => {
+                self.meters.processed(start, e.attempts, Some(&e.error));
                 let error = Arc::new(e.error);
                 let mut out = Vec::with_capacity(messages.len());
                 for (i, mut message) in messages.into_iter().enumerate() {
@@ -142,6 +195,8 @@ impl ConsumerPipeline {
         raw: &ErasedRaw,
         error: FunctionError,
     ) -> Outcome {
+        let start = self.meters.received(1);
+        self.meters.processed(start, 1, Some(&error));
         self.failure(message, raw, Arc::new(error), 1).await
     }
 
@@ -201,18 +256,16 @@ impl ConsumerPipeline {
     pub(crate) fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "stream.consume",
-            messaging.system = %self.id.binder_type,
+            otel.name = %self.id.span_name,
+            otel.kind = "consumer",
+            messaging.system = self.id.system,
             messaging.destination.name = %self.id.destination,
             messaging.consumer.group.name = self.id.group.as_deref().unwrap_or(""),
             messaging.operation.name = "process",
+            messaging.operation.type = "process",
             binding = %self.id.binding,
             messaging.batch.message_count = tracing::field::Empty,
         )
-    }
-
-    /// Runs `f` inside this binding's consume span.
-    pub(crate) fn in_span<F: Future>(&self, f: F) -> tracing::instrument::Instrumented<F> {
-        f.instrument(self.span())
     }
 }
 
@@ -229,18 +282,13 @@ mod tests {
         invoker: Invoker,
     ) -> ConsumerPipeline {
         ConsumerPipeline {
-            id: ConsumerIdentity {
-                binding: "in-0".into(),
-                destination: "orders".into(),
-                group: Some("g".into()),
-                binder_type: "test".into(),
-                error_channel: "orders.g.errors".into(),
-            },
+            id: ConsumerIdentity::new("in-0", "orders", Some("g"), "test"),
             invoker,
             batch_invoker: None,
             retry: RetryPolicy::no_retry(),
             errors,
             error_handler: handler,
+            meters: Arc::new(ConsumerMeters::detached()),
         }
     }
 

@@ -219,7 +219,12 @@ pub(super) async fn group_members_share(kit: &Kit) -> TrialResult {
     Kit::shutdown(vec![a1, a2, b, producer]).await
 }
 
-fn partitioned_sink(kit: &Kit, dest: &str, index: &str, list: Option<&str>) -> Vec<(String, String)> {
+fn partitioned_sink(
+    kit: &Kit,
+    dest: &str,
+    index: &str,
+    list: Option<&str>,
+) -> Vec<(String, String)> {
     let g = kit.group(dest, "g");
     let mut v = props(&[
         (&binding_key("sink-in-0", "group"), &g),
@@ -261,8 +266,12 @@ async fn partitioned_producer(kit: &Kit, dest: &str) -> Result<StreamApp, TrialF
 /// Messages reach the instance whose index is their partition (Java's hash selection).
 pub(super) async fn partitioned_instances(kit: &Kit) -> TrialResult {
     let dest = kit.unique("partitions");
-    let (i0, mut rx0) = kit.sink(&dest, &partitioned_sink(kit, &dest, "0", None)).await?;
-    let (i1, mut rx1) = kit.sink(&dest, &partitioned_sink(kit, &dest, "1", None)).await?;
+    let (i0, mut rx0) = kit
+        .sink(&dest, &partitioned_sink(kit, &dest, "0", None))
+        .await?;
+    let (i1, mut rx1) = kit
+        .sink(&dest, &partitioned_sink(kit, &dest, "1", None))
+        .await?;
     let producer = partitioned_producer(kit, &dest).await?;
     for (i, rx, want) in [(0, &mut rx0, ["0", "foo"]), (1, &mut rx1, ["1", "😀"])] {
         for w in want {
@@ -279,7 +288,9 @@ pub(super) async fn partitioned_instances(kit: &Kit) -> TrialResult {
 /// One instance listing both partitions in `instance-index-list` gets every message.
 pub(super) async fn partitioned_instance_index_list(kit: &Kit) -> TrialResult {
     let dest = kit.unique("index-list");
-    let (both, mut rx) = kit.sink(&dest, &partitioned_sink(kit, &dest, "0", Some("0,1"))).await?;
+    let (both, mut rx) = kit
+        .sink(&dest, &partitioned_sink(kit, &dest, "0", Some("0,1")))
+        .await?;
     let producer = partitioned_producer(kit, &dest).await?;
     let mut got = Vec::new();
     for _ in 0..4 {
@@ -305,7 +316,10 @@ pub(super) async fn required_groups_exist_before_consumers(kit: &Kit) -> TrialRe
     let producer = kit
         .source(&props(&[
             (&binding_key("out", "destination"), &dest),
-            (&binding_key("out", "producer.required-groups"), &kit.group(&dest, "late")),
+            (
+                &binding_key("out", "producer.required-groups"),
+                &kit.group(&dest, "late"),
+            ),
         ]))
         .await?;
     for i in 0..3 {

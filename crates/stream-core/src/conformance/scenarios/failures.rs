@@ -107,7 +107,9 @@ pub(super) async fn retry_back_off_then_dead_letter(kit: &Kit) -> TrialResult {
         },
     )
     .await?;
-    let (reader, mut dlq) = kit.dead_letter_reader(&dest, &kit.group(&dest, "g")).await?;
+    let (reader, mut dlq) = kit
+        .dead_letter_reader(&dest, &kit.group(&dest, "g"))
+        .await?;
     let producer = send(kit, &dest, &["doomed"]).await?;
     let mut times = Vec::new();
     for _ in 0..3 {
@@ -164,7 +166,9 @@ pub(super) async fn reject_without_requeue_dead_letters(kit: &Kit) -> TrialResul
         }
     })
     .await?;
-    let (reader, mut dlq) = kit.dead_letter_reader(&dest, &kit.group(&dest, "g")).await?;
+    let (reader, mut dlq) = kit
+        .dead_letter_reader(&dest, &kit.group(&dest, "g"))
+        .await?;
     let producer = send(kit, &dest, &["unwanted"]).await?;
     let dead = kit.next(&mut dlq, "dead-letter destination").await?;
     check(dead.payload().as_ref() == b"unwanted", || {
@@ -327,7 +331,9 @@ pub(super) async fn batch_with_one_failing_message(kit: &Kit) -> TrialResult {
             }
         });
     let consumer = kit.build(builder, "batch consumer").await?;
-    let (reader, mut dlq) = kit.dead_letter_reader(&dest, &kit.group(&dest, "g")).await?;
+    let (reader, mut dlq) = kit
+        .dead_letter_reader(&dest, &kit.group(&dest, "g"))
+        .await?;
     let producer = send(kit, &dest, &["a", "bad", "b"]).await?;
     let mut processed = BTreeSet::new();
     let mut dead = BTreeSet::new();
