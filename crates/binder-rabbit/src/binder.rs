@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 use bytes::Bytes;
 use stream_config::Environment;
 use stream_core::binder::{
-    Binder, BinderContext, BinderFactory, Capabilities, Capability, ConsumerSpec, Group,
-    ProducerSpec,
+    Binder, BinderContext, BinderFactory, BinderHealth, Capabilities, Capability, ConsumerSpec,
+    Group, HealthStatus, ProducerSpec,
 };
 use stream_core::expression::Expression;
 use stream_core::{AckMode, BinderError, Message};
@@ -35,6 +35,9 @@ use crate::shared::{Affinity, Shared};
 
 /// The binder type name.
 pub const BINDER_TYPE: &str = "rabbit";
+
+/// How long a health check waits for a connection.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn extension_key(binding: &str, side: &str, field: &str) -> String {
     format!("spring.cloud.stream.rabbit.bindings.{binding}.{side}.{field}")
@@ -390,6 +393,27 @@ impl Binder for RabbitBinder {
             tracing::warn!(binding = %spec.binding, error = %e, "publishing channel not open yet; sends retry connecting");
         }
         Ok(RabbitProducerBinding(producer))
+    }
+
+    /// Up when the binder's connection is open (it connects first if it has none, as Spring's
+    /// RabbitMQ health indicator does) and the broker has not blocked a connection; down with
+    /// the reason otherwise. Details: the address connected to, virtual host, negotiated
+    /// frame-max and heartbeat. (lapin does not expose the broker's version.)
+    async fn health(&self) -> BinderHealth {
+        if self.shared.shutdown.is_cancelled() {
+            return BinderHealth::down("the binder is closed");
+        }
+        let health = self.shared.consumer.health(HEALTH_TIMEOUT).await;
+        if health.status == HealthStatus::Up
+            && let Some(p) = self.shared.publisher.current().await
+            && p.status().blocked()
+        {
+            return BinderHealth::down(
+                "the broker blocked the publisher connection (resource alarm)",
+            )
+            .with_detail("address", self.shared.publisher.target());
+        }
+        health
     }
 
     async fn close(&self) -> Result<(), BinderError> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties};
+use stream_core::binder::BinderHealth;
 
 use crate::config::{RabbitBinderProperties, RabbitConnectionProperties};
 use crate::error::RabbitError;
@@ -143,8 +144,8 @@ impl ConnectionFactory {
         })
     }
 
-    /// Opens a connection to the first reachable address.
-    pub(crate) async fn connect(&self, purpose: &str) -> Result<Connection, RabbitError> {
+    /// Opens a connection to the first reachable address; also says which address it is.
+    pub(crate) async fn connect(&self, purpose: &str) -> Result<(Connection, String), RabbitError> {
         let mut last = String::from("no address configured");
         for uri in &self.uris {
             let mut props = ConnectionProperties::default();
@@ -159,13 +160,14 @@ impl ConnectionFactory {
                     .await;
             match attempt {
                 Ok(Ok(conn)) => {
+                    let address = format!("{}:{}", uri.authority.host, uri.authority.port);
                     tracing::info!(
-                        address = %format!("{}:{}", uri.authority.host, uri.authority.port),
+                        address = %address,
                         purpose,
                         frame_max = conn.configuration().frame_max(),
                         "connected to RabbitMQ"
                     );
-                    return Ok(conn);
+                    return Ok((conn, address));
                 }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = format!("timed out after {:?}", self.timeout),
@@ -185,6 +187,8 @@ pub(crate) struct ConnectionSlot {
     factory: Arc<ConnectionFactory>,
     purpose: &'static str,
     current: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The address of the current connection.
+    address: std::sync::Mutex<Option<String>>,
     plans: std::sync::Mutex<Vec<Arc<DeclarationPlan>>>,
 }
 
@@ -194,6 +198,7 @@ impl ConnectionSlot {
             factory,
             purpose,
             current: tokio::sync::Mutex::new(None),
+            address: std::sync::Mutex::new(None),
             plans: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -217,7 +222,11 @@ impl ConnectionSlot {
             return Ok(conn.clone());
         }
         *guard = None;
-        let conn = Arc::new(self.factory.connect(self.purpose).await?);
+        let (conn, address) = self.factory.connect(self.purpose).await?;
+        let conn = Arc::new(conn);
+        if let Ok(mut a) = self.address.lock() {
+            *a = Some(address);
+        }
         let plans: Vec<Arc<DeclarationPlan>> =
             self.plans.lock().map(|p| p.clone()).unwrap_or_default();
         for plan in plans {
@@ -254,6 +263,41 @@ impl ConnectionSlot {
 
     pub(crate) fn target(&self) -> &str {
         self.factory.target()
+    }
+
+    /// The health of this connection: up when it is open (connecting first if there is none,
+    /// as Spring's health indicator does), down with the reason otherwise.
+    pub(crate) async fn health(&self, timeout: Duration) -> BinderHealth {
+        let conn = match tokio::time::timeout(timeout, self.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return BinderHealth::down(e.to_string()).with_detail("address", self.target());
+            }
+            Err(_) => {
+                return BinderHealth::down(format!(
+                    "no connection to {} within {timeout:?}",
+                    self.target()
+                ))
+                .with_detail("address", self.target());
+            }
+        };
+        let address = self
+            .address
+            .lock()
+            .ok()
+            .and_then(|a| a.clone())
+            .unwrap_or_else(|| self.target().to_owned());
+        let config = conn.configuration();
+        let mut health = BinderHealth::up()
+            .with_detail("address", address)
+            .with_detail("virtualHost", conn.status().vhost().as_str())
+            .with_detail("frameMax", config.frame_max().to_string())
+            .with_detail("heartbeat", config.heartbeat().to_string());
+        if conn.status().blocked() {
+            health = BinderHealth::down("the broker blocked the connection (resource alarm)")
+                .with_detail("address", self.target());
+        }
+        health
     }
 }
 

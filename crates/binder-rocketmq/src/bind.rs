@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use stream_core::BinderError;
-use stream_core::binder::{Binder, Capabilities, Capability, ConsumerSpec, ProducerSpec};
+use stream_core::binder::{
+    Binder, BinderHealth, Capabilities, Capability, ConsumerSpec, ProducerSpec,
+};
 use tokio::sync::Mutex;
 
 use crate::config::{
@@ -17,6 +19,9 @@ use crate::pollable::RocketMqPollable;
 use crate::producer::{self, ActiveProducer, ProducerContext, RocketMqProducer};
 use crate::provisioning::{Admin, ConsumerTopic, ProducerTopic, consumer_group, dlq_topic};
 use crate::runtime::{ClientDomain, DomainSize};
+
+/// How long a health check waits for the name server and broker.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A binder over one set of RocketMQ name servers.
 pub struct RocketMqBinder {
@@ -185,6 +190,13 @@ impl Binder for RocketMqBinder {
     ) -> Result<RocketMqPollable, BinderError> {
         warn_about_partitions(spec, destination);
         RocketMqPollable::bind(spec, destination, Arc::clone(&self.admin)).await
+    }
+
+    /// Up when the name server gives a route and the broker holding it answers; details: the
+    /// name server, the broker and the topic asked about.
+    async fn health(&self) -> BinderHealth {
+        let common = RocketMqProducerProperties::default().resolve(&self.properties);
+        self.admin.health(&common, HEALTH_TIMEOUT).await
     }
 
     async fn close(&self) -> Result<(), BinderError> {

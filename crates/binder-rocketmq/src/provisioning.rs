@@ -10,7 +10,7 @@ use rocketmq_client_rust::{ClientRuntime, DefaultMQProducer, SendStatus};
 use rocketmq_model::common::message::message_single::Message as MqMessage;
 use rocketmq_model::common::topic::TopicValidator;
 use stream_core::BinderError;
-use stream_core::binder::{ConsumerSpec, Group};
+use stream_core::binder::{BinderHealth, ConsumerSpec, Group};
 use tokio::sync::Mutex;
 
 use crate::client::{client_config, instance_name, rpc_hook};
@@ -118,6 +118,8 @@ pub(crate) struct Admin {
     auto_create_topics: bool,
     client: Arc<ClientRuntime>,
     clients: Mutex<HashMap<String, DefaultMQProducer>>,
+    /// A topic provisioned here, which health checks ask the broker about.
+    probe_topic: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -135,6 +137,7 @@ impl Admin {
             auto_create_topics,
             client,
             clients: Mutex::new(HashMap::new()),
+            probe_topic: std::sync::Mutex::new(None),
         }
     }
 
@@ -176,6 +179,15 @@ impl Admin {
             .ok_or_else(|| unreachable(common, "the admin client is missing"))
     }
 
+    /// Keeps the first topic found for health checks.
+    fn remember(&self, topic: &str) {
+        if let Ok(mut t) = self.probe_topic.lock()
+            && t.is_none()
+        {
+            *t = Some(topic.to_owned());
+        }
+    }
+
     /// Sends a prepared message as is (a dead letter), waiting for the broker.
     pub(crate) async fn publish(
         &self,
@@ -211,7 +223,10 @@ impl Admin {
         let mut clients = self.clients.lock().await;
         let admin = self.client(&mut clients, common).await?;
         match admin.fetch_publish_message_queues(topic).await {
-            Ok(found) if !found.is_empty() => return Ok(found.len()),
+            Ok(found) if !found.is_empty() => {
+                self.remember(topic);
+                return Ok(found.len());
+            }
             Ok(_) => {}
             Err(e) if is_transient(&e) => {
                 return Err(
@@ -271,6 +286,54 @@ impl Admin {
                 return Ok(queues as usize);
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Whether the name server and a broker answer: the route of a topic this binder
+    /// provisioned (else the broker's auto-create topic) from the name server, then that
+    /// topic's offset from the broker that holds its first queue.
+    pub(crate) async fn health(&self, common: &ResolvedCommon, timeout: Duration) -> BinderHealth {
+        let down = |reason: String| {
+            BinderHealth::down(reason).with_detail("nameServer", common.name_server.clone())
+        };
+        let topic = self
+            .probe_topic
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .unwrap_or_else(|| TopicValidator::AUTO_CREATE_TOPIC_KEY_TOPIC.to_owned());
+        let probe = async {
+            let mut clients = self.clients.lock().await;
+            let admin = self
+                .client(&mut clients, common)
+                .await
+                .map_err(|e| e.to_string())?;
+            let queues = admin
+                .fetch_publish_message_queues(&topic)
+                .await
+                .map_err(|e| format!("the name server does not answer for topic `{topic}`: {e}"))?;
+            let Some(queue) = queues.first() else {
+                return Ok(None);
+            };
+            admin
+                .max_offset(queue)
+                .await
+                .map_err(|e| format!("broker `{}` does not answer: {e}", queue.broker_name()))?;
+            Ok::<_, String>(Some(queue.broker_name().to_string()))
+        };
+        match tokio::time::timeout(timeout, probe).await {
+            Err(_) => down(format!("no answer within {timeout:?}")),
+            Ok(Err(reason)) => down(reason),
+            Ok(Ok(broker)) => {
+                let h = BinderHealth::up().with_detail("nameServer", common.name_server.clone());
+                match broker {
+                    Some(b) => h.with_detail("broker", b).with_detail("probedTopic", topic),
+                    None => h.with_detail(
+                        "note",
+                        format!("the name server answers; topic `{topic}` has no route, so no broker was asked"),
+                    ),
+                }
+            }
         }
     }
 

@@ -5,57 +5,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use stream_core::memory::{InMemoryBinderFactory, InMemoryBroker};
 use stream_core::stream_config::Environment;
 use stream_core::{FunctionError, Message, StreamApp, StreamError};
 
-/// One HTTP/1.1 request on a fresh connection: status, content type, body.
+/// One request: status, content type, body.
 async fn http(
     address: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let stream = tokio::net::TcpStream::connect(address)
+    let r = stream_core::conformance::http::request(address, method, path, body)
         .await
-        .expect("connect to the admin endpoint");
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", address.to_string());
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        content_type,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+        .expect("HTTP request");
+    (r.status, r.content_type, r.body)
 }
 
 async fn get_json(address: SocketAddr, path: &str) -> (u16, Value) {

@@ -122,6 +122,37 @@ impl ConsumerContext {
         self.shared.consumer.get().await
     }
 
+    /// Declares this binding's topology again when its queue vanished (deleted while consumed,
+    /// as Spring's container re-declares on restart); `false` when the binding does not
+    /// declare the queue itself or the declaration failed.
+    pub(crate) async fn redeclare(&self) -> bool {
+        if !self
+            .topology
+            .plan
+            .queues
+            .iter()
+            .any(|q| q.name == self.topology.queue)
+        {
+            return false;
+        }
+        let declared = match self.connection().await {
+            Ok(conn) => crate::provisioning::declare(&conn, &self.topology.plan).await,
+            Err(e) => Err(e),
+        };
+        match declared {
+            Ok(()) => {
+                tracing::info!(binding = %self.binding, queue = %self.queue(),
+                    "the queue was missing; declared it again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(binding = %self.binding, queue = %self.queue(), error = %e,
+                    "the queue is missing and declaring it again failed");
+                false
+            }
+        }
+    }
+
     /// Opens a channel (prefetch, `tx.select` when transacted) and subscribes.
     pub(crate) async fn open(&self) -> Result<(Channel, lapin::Consumer), RabbitError> {
         let conn = self.connection().await?;

@@ -204,6 +204,11 @@ pub(crate) async fn run(
                     _ => None,
                 };
                 let delay = match code {
+                    Some(404) if missing_attempts == 0 && ctx.redeclare().await => {
+                        // Deleted under the consumer: declared again, subscribe at once.
+                        missing_attempts += 1;
+                        std::time::Duration::ZERO
+                    }
                     Some(404) => {
                         missing_attempts += 1;
                         if ctx.props.missing_queues_fatal

@@ -30,6 +30,7 @@
 
 mod control;
 mod harness;
+pub mod http;
 mod scenarios;
 mod support;
 
