@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use stream_config::{Properties, reference_markdown, stream_reference_markdown};
+use stream_config::{
+    ManagementProperties, Properties, reference_markdown, stream_reference_markdown,
+};
 use stream_core::memory::{MEMORY_BINDER_TYPE, MemoryConsumerProperties};
 
 fn expected() -> String {
@@ -22,6 +24,12 @@ fn expected() -> String {
         "In-memory binder consumer properties",
         &format!("spring.cloud.stream.{MEMORY_BINDER_TYPE}.bindings.<name>.consumer"),
         &MemoryConsumerProperties::descriptors(),
+    ));
+    out.push('\n');
+    out.push_str(&reference_markdown(
+        "Management (admin endpoint and tracing; other management.* keys are accepted and ignored)",
+        "management",
+        &ManagementProperties::descriptors(),
     ));
     out
 }

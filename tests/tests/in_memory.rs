@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use stream_core::app::BindingCommand;
 use stream_core::errors::{ErrorMessage, GLOBAL_ERROR_CHANNEL, error_handler};
 use stream_core::memory::{
     EXCEPTION_MESSAGE_HEADER, InMemoryBinderFactory, InMemoryBroker, dead_letter_destination,
@@ -635,6 +636,53 @@ async fn supplier_is_polled_per_poller_settings() {
 }
 
 #[tokio::test]
+async fn a_stopped_output_stops_its_supplier_s_poller() {
+    let broker = InMemoryBroker::new();
+    broker.capture("ticks");
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&n);
+    let app = StreamApp::builder()
+        .environment(env(&[
+            (
+                "spring.cloud.stream.bindings.tick-out-0.destination",
+                "ticks",
+            ),
+            (
+                "spring.cloud.stream.bindings.tick-out-0.producer.poller.fixed-delay",
+                "10ms",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .supplier("tick", move || {
+            let c = Arc::clone(&c);
+            async move { Ok::<_, FunctionError>(c.fetch_add(1, Ordering::SeqCst)) }
+        })
+        .build()
+        .await
+        .expect("binds");
+    broker.receive("ticks", WAIT).await.expect("tick");
+    let handle = app.handle();
+    handle
+        .command("tick-out-0", BindingCommand::Stop)
+        .await
+        .expect("stop");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let polled = n.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(n.load(Ordering::SeqCst), polled, "polled while stopped");
+    handle
+        .command("tick-out-0", BindingCommand::Start)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        n.load(Ordering::SeqCst) > polled,
+        "polls again once started"
+    );
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn malformed_json_goes_to_the_error_path_not_a_panic() {
     let broker = InMemoryBroker::new();
     let app = StreamApp::builder()
@@ -891,4 +939,45 @@ async fn retry_template_name_selects_a_registered_policy() {
         "the registered policy makes one attempt"
     );
     app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_stream_bridge_only_app_runs_next_to_a_service_s_definition() {
+    let broker = InMemoryBroker::new();
+    broker.capture("orders");
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.function.definition", "process;audit"),
+            (
+                "spring.cloud.stream.bindings.process-in-0.destination",
+                "orders",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .build()
+        .await
+        .expect("a producer-only app binds no function");
+    app.bridge()
+        .send("orders", "o-1".to_owned())
+        .await
+        .expect("send to a destination");
+    let m = broker.receive("orders", WAIT).await.expect("sent");
+    assert_eq!(&m.payload()[..], b"o-1");
+    app.shutdown().await.expect("clean shutdown");
+
+    // With functions registered, a definition naming an unknown one is still an error.
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.cloud.function.definition", "uppercse")]))
+        .binder(InMemoryBinderFactory::default())
+        .function("uppercase", |s: String| async move {
+            Ok::<_, FunctionError>(s.to_uppercase())
+        })
+        .build()
+        .await
+        .expect_err("typo");
+    let text = err.to_string();
+    assert!(
+        text.contains("uppercse") && text.contains("uppercase"),
+        "{text}"
+    );
 }

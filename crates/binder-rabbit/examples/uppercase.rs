@@ -2,32 +2,44 @@
 //!
 //! ```text
 //! cargo run -p binder-rabbit --example uppercase -- \
-//!     --spring.cloud.stream.bindings.uppercase-in-0.group=workers
+//!     --spring.cloud.stream.bindings.uppercase-in-0.group=workers \
+//!     --management.server.port=8081
 //! ```
 //!
 //! Reads every standard configuration source (application.yml/properties, profiles,
 //! environment variables, `--key=value` arguments); bindings `uppercase-in-0` (destination
-//! `uppercase-in-0` unless configured) and `uppercase-out-0`. Logs go to stderr (`RUST_LOG`
-//! filters them). Runs until SIGINT/SIGTERM, then stops consuming, settles in-flight messages
-//! and closes the connections.
+//! `uppercase-in-0` unless configured) and `uppercase-out-0`.
+//!
+//! Operations, with Spring's keys: `--management.server.port=8081` serves
+//! `http://127.0.0.1:8081/actuator/{health,bindings,prometheus}` (the example exposes all three;
+//! `curl -d '{"state":"STOPPED"}' -H 'Content-Type: application/json'
+//! localhost:8081/actuator/bindings/<name>` stops a binding). Trace context goes out in the
+//! `traceparent` header of every message and is taken from incoming ones; spans are sampled by
+//! `--management.tracing.sampling.probability=1.0` (default 0.1) and printed on stderr as `span
+//! trace_id=...` lines; `--management.tracing.enabled=false` turns that off. Logs go to stderr
+//! (`RUST_LOG` filters them). SIGINT/SIGTERM stop it gracefully: consuming stops, in-flight
+//! messages settle, connections close.
 
-use binder_rabbit::stream_config::Environment;
+use binder_rabbit::stream_config::{Environment, ManagementProperties};
+use binder_rabbit::stream_core::telemetry::{self, LogSpanExporter};
 use binder_rabbit::{FunctionError, RabbitBinderFactory, StreamApp};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let env = Environment::builder()
-        .defaults([("spring.cloud.function.definition", "uppercase")])
+        .defaults([
+            ("spring.cloud.function.definition", "uppercase"),
+            (
+                "management.endpoints.web.exposure.include",
+                "health,bindings,prometheus",
+            ),
+        ])
         .standard_files()
         .system_env()
         .command_line_args()
         .build()?;
+    let management = ManagementProperties::from_environment(&env)?;
+    let tracer = telemetry::install(&management, LogSpanExporter)?;
     let app = StreamApp::builder()
         .environment(env)
         .binder(RabbitBinderFactory::new())
@@ -40,5 +52,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(binding = %name, ?state, "bound");
     }
     app.run_until_signal().await?;
+    if let Some(t) = tracer {
+        t.shutdown()?;
+    }
     Ok(())
 }

@@ -7,10 +7,22 @@
 //!   --spring.cloud.stream.rocketmq.binder.name-server=127.0.0.1:9876 \
 //!   --spring.cloud.stream.bindings.validate-in-0.destination=orders \
 //!   --spring.cloud.stream.bindings.validate-in-0.group=billing \
-//!   --spring.cloud.stream.bindings.validate-out-0.destination=valid-orders
+//!   --spring.cloud.stream.bindings.validate-out-0.destination=valid-orders \
+//!   --management.server.port=8082
 //! ```
-//! Logs go to stderr (`RUST_LOG`); SIGINT/SIGTERM stop it gracefully.
+//!
+//! Operations, with Spring's keys: `--management.server.port=8081` serves
+//! `http://127.0.0.1:8081/actuator/{health,bindings,prometheus}` (the example exposes all three;
+//! `curl -d '{"state":"STOPPED"}' -H 'Content-Type: application/json'
+//! localhost:8081/actuator/bindings/<name>` stops a binding). Trace context goes out in the
+//! `traceparent` header of every message and is taken from incoming ones; spans are sampled by
+//! `--management.tracing.sampling.probability=1.0` (default 0.1) and printed on stderr as `span
+//! trace_id=...` lines; `--management.tracing.enabled=false` turns that off. Logs go to stderr
+//! (`RUST_LOG` filters them). SIGINT/SIGTERM stop it gracefully: consuming stops, in-flight
+//! messages settle, connections close.
 
+use binder_rocketmq::stream_config::{Environment, ManagementProperties};
+use binder_rocketmq::stream_core::telemetry::{self, LogSpanExporter};
 use binder_rocketmq::{FunctionError, RocketMqBinderFactory, StreamApp};
 use serde::{Deserialize, Serialize};
 
@@ -23,13 +35,22 @@ struct Order {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    StreamApp::builder()
+    let env = Environment::builder()
+        .defaults([
+            ("spring.cloud.function.definition", "validate"),
+            (
+                "management.endpoints.web.exposure.include",
+                "health,bindings,prometheus",
+            ),
+        ])
+        .standard_files()
+        .system_env()
+        .command_line_args()
+        .build()?;
+    let management = ManagementProperties::from_environment(&env)?;
+    let tracer = telemetry::install(&management, LogSpanExporter)?;
+    let app = StreamApp::builder()
+        .environment(env)
         .binder(RocketMqBinderFactory::new())
         .function("validate", |o: Order| async move {
             if o.amount < 0 {
@@ -38,8 +59,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(o)
         })
         .build()
-        .await?
-        .run_until_signal()
         .await?;
+    for (name, state) in app.bindings() {
+        tracing::info!(binding = %name, ?state, "bound");
+    }
+    app.run_until_signal().await?;
+    if let Some(t) = tracer {
+        t.shutdown()?;
+    }
     Ok(())
 }

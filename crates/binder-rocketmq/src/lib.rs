@@ -30,4 +30,5 @@ pub use hooks::{
 pub use pollable::RocketMqPollable;
 pub use producer::RocketMqProducer;
 pub use provisioning::{ConsumerTopic, ProducerTopic};
+pub use stream_core;
 pub use stream_core::*;

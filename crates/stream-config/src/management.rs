@@ -42,8 +42,8 @@ crate::properties! {
     pub struct ManagementServerProperties {
         /// Port of the admin HTTP server; unset: no server; `0`: any free port; `-1`: off.
         pub port: Option<i32> = None,
-        /// Address the admin server listens on (loopback unless set: do not expose it publicly
-        /// without a proxy in front).
+        /// Address the admin server listens on; keep loopback unless a proxy is in front.
+        /// (The endpoint has no authentication.)
         pub address: String = "127.0.0.1".to_owned(),
     }
 
@@ -105,8 +105,7 @@ crate::properties! {
 
     /// `management.tracing.sampling.*`.
     pub struct SamplingProperties {
-        /// Share of new traces that are sampled, 0.0 to 1.0 (a message's incoming sampling
-        /// decision is kept).
+        /// Share of new traces sampled, 0.0 to 1.0; an incoming decision is kept.
         pub probability: f64 = 0.1,
     }
 }

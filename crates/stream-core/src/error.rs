@@ -567,3 +567,15 @@ impl fmt::Debug for ErrorChain<'_> {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// Writes a fatal runtime error (a binding that failed for good, a consumer that died) on
+/// standard error when the application installed no `tracing` subscriber, so a service run
+/// without logging set up still says why it stopped working. With a subscriber the error is
+/// logged at ERROR where it happens and this prints nothing.
+pub(crate) fn unheard(what: &str, binding: &str, detail: &dyn fmt::Display) {
+    if !tracing::dispatcher::has_been_set() {
+        eprintln!(
+            "stream: {what} (binding `{binding}`): {detail} [no tracing subscriber is installed; set one up, e.g. tracing_subscriber::fmt().init(), to see the runtime's logs]"
+        );
+    }
+}

@@ -110,6 +110,62 @@ pub fn tracer_provider(
     )
 }
 
+/// The target prefix of the runtime's own spans.
+const RUNTIME_TARGET: &str = "stream_core";
+
+/// Installs the process-wide `tracing` subscriber a service usually wants: logs on standard
+/// error filtered by `RUST_LOG` (default `info`) and, unless `management.tracing.enabled=false`,
+/// spans exported to `exporter` with the configured sampling. Keep the returned provider and
+/// shut it down at exit so the last spans are exported.
+///
+/// ```no_run
+/// use stream_core::stream_config::{Environment, ManagementProperties};
+/// use stream_core::telemetry::{self, LogSpanExporter};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let env = Environment::standard()?;
+/// let provider = telemetry::install(&ManagementProperties::from_environment(&env)?, LogSpanExporter)?;
+/// // ... build and run the application ...
+/// if let Some(p) = provider {
+///     p.shutdown()?;
+/// }
+/// # Ok(()) }
+/// ```
+pub fn install(
+    management: &ManagementProperties,
+    exporter: impl SpanExporter + 'static,
+) -> Result<Option<SdkTracerProvider>, tracing_subscriber::util::TryInitError> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    use tracing_subscriber::Layer as _;
+
+    let provider = tracer_provider(management, exporter);
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("stream-rs"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|meta, cx| {
+                // The runtime's spans, and whatever runs inside them (the application's own
+                // spans in a function); not the clients' connection loops and the like.
+                !meta.is_span()
+                    || meta.target().starts_with(RUNTIME_TARGET)
+                    || cx.lookup_current().is_some()
+            }))
+    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(otel)
+        .try_init()?;
+    Ok(provider)
+}
+
 /// An exporter that writes each finished span as one line on standard error (trace id, span
 /// id, parent, name, kind, duration): for examples and for following a message through
 /// services without a tracing backend.

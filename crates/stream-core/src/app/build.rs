@@ -179,6 +179,16 @@ fn select_definitions(
     catalog: &FunctionCatalog,
 ) -> Result<Vec<FunctionDefinition>, StreamError> {
     if let Some(text) = config.function_definition() {
+        if catalog.names().next().is_none() {
+            // A producer-only (StreamBridge) application next to a service's configuration:
+            // the definition is the service's, not this program's.
+            tracing::warn!(
+                definition = text,
+                "spring.cloud.function.definition names functions but none is registered; \
+                 binding no function (a StreamBridge-only application)"
+            );
+            return Ok(Vec::new());
+        }
         return Ok(FunctionDefinition::parse_list(text)?);
     }
     let names: Vec<&str> = catalog.names().collect();

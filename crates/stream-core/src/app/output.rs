@@ -108,6 +108,11 @@ impl OutputBinding {
 }
 
 impl OutputBinding {
+    /// Whether the binding is started.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
     #[cold]
     fn stopped(&self) -> BinderError {
         BinderError::new(

@@ -46,7 +46,10 @@ pub(crate) fn spawn_supplier(
                 return;
             }
             loop {
-                for _ in 0..per_poll {
+                // A stopped output binding (producer.auto-startup=false, or stopped through
+                // the admin endpoint) stops the poller too: nothing is produced to be refused.
+                let polls = if output.is_running() { per_poll } else { 0 };
+                for _ in 0..polls {
                     match supplier.call(None, &ctx, &ctx).await {
                         Ok(Some(message)) => {
                             if let Err(e) = output.send(message).await {

@@ -394,6 +394,11 @@ impl<B: Binder> DynBinder for BinderAdapter<B> {
                             }
                             Err(e) => {
                                 tracing::error!(binding = %slot.binding, error = %e, "binding the producer failed");
+                                crate::error::unheard(
+                                    "binding the producer failed",
+                                    &slot.binding,
+                                    &e,
+                                );
                                 if let Ok(mut p) = slot.pending.lock() {
                                     *p = Some(e.to_string());
                                 }

@@ -334,6 +334,7 @@ impl<B: Binder> Inner<B> {
                 && let Err(e) = inner.bring_up(&mut c).await
             {
                 tracing::error!(binding = %inner.spec.binding, error = %e, "binding failed");
+                crate::error::unheard("binding failed", &inner.spec.binding, &e);
             }
         }));
     }
@@ -434,6 +435,11 @@ impl<B: Binder> Inner<B> {
     /// A supervised task of generation `generation` ended: mark failed, restart with back-off.
     async fn task_ended(&self, generation: u64, reason: String) {
         tracing::error!(binding = %self.spec.binding, destination = %self.spec.destination, reason = %reason, "consumer task ended unexpectedly; restarting the consumer");
+        crate::error::unheard(
+            "consumer task ended unexpectedly; restarting it",
+            &self.spec.binding,
+            &reason,
+        );
         let backoff = {
             let mut c = self.control.lock().await;
             if c.started.as_ref().map(|s| s.generation) != Some(generation) {
@@ -461,6 +467,7 @@ impl<B: Binder> Inner<B> {
         }
         if let Err(e) = self.bring_up(&mut c).await {
             tracing::error!(binding = %self.spec.binding, error = %e, "restarting the consumer failed");
+            crate::error::unheard("restarting the consumer failed", &self.spec.binding, &e);
             self.set_status(BindingStatus::because(BindingState::Failed, e.to_string()));
             self.schedule_retry(&mut c);
         }
