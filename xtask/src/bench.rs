@@ -16,7 +16,12 @@ use anyhow::{Context, Result, bail};
 use crate::{broker, cargo, describe, rocketmq, root};
 
 const USAGE: &str = "cargo xtask bench [rabbit|memory|rocketmq|backlog|all] [--messages N] \
-                     [--size BYTES] [--rounds R] [--backlog N]";
+                     [--size BYTES] [--rounds R] [--backlog N] [--metrics]";
+
+/// What `--metrics` adds to the binder's properties: the admin endpoint with the Prometheus
+/// exporter as the application's metrics recorder.
+const PROMETHEUS_ON: &str =
+    "management.server.port=0;management.endpoints.web.exposure.include=prometheus";
 
 /// What to run.
 struct Settings {
@@ -25,6 +30,8 @@ struct Settings {
     sizes: Vec<usize>,
     rounds: usize,
     backlog: Option<u64>,
+    /// Also run the binder with the Prometheus recorder on.
+    metrics: bool,
 }
 
 fn parse(args: &[String]) -> Result<Settings> {
@@ -34,6 +41,7 @@ fn parse(args: &[String]) -> Result<Settings> {
         sizes: vec![256, 4096],
         rounds: 3,
         backlog: None,
+        metrics: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -49,6 +57,7 @@ fn parse(args: &[String]) -> Result<Settings> {
             "--size" => s.sizes = vec![usize::try_from(value("--size")?)?],
             "--rounds" => s.rounds = usize::try_from(value("--rounds")?)?.max(1),
             "--backlog" => s.backlog = Some(value("--backlog")?.max(2)),
+            "--metrics" => s.metrics = true,
             "rabbit" | "memory" | "rocketmq" | "all" | "backlog" => a.clone_into(&mut s.target),
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
@@ -226,6 +235,18 @@ fn measure(
         .context("the bench binary printed no JSON line")
 }
 
+/// The run environment with the Prometheus recorder turned on (after any properties the caller
+/// set in `STREAM_BENCH_PROPERTIES`).
+fn prometheus_env(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env.to_vec();
+    let props = match std::env::var("STREAM_BENCH_PROPERTIES") {
+        Ok(p) if !p.trim().is_empty() => format!("{p};{PROMETHEUS_ON}"),
+        _ => PROMETHEUS_ON.to_owned(),
+    };
+    out.push(("STREAM_BENCH_PROPERTIES".to_owned(), props));
+    out
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -293,6 +314,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     table.push('\n');
     table.push_str(&"|---".repeat(2 + 3 * METRICS.len()));
     table.push_str("|\n");
+    let mut metrics_table = String::from("| scenario | size |");
+    for (_, title, _, _) in METRICS {
+        let _ = write!(
+            metrics_table,
+            " binder {title} | +prometheus {title} | ratio |"
+        );
+    }
+    metrics_table.push('\n');
+    metrics_table.push_str(&"|---".repeat(2 + 3 * METRICS.len()));
+    metrics_table.push_str("|\n");
 
     for size in &settings.sizes {
         for scenario in &list {
@@ -304,27 +335,36 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 ));
                 continue;
             }
-            let (mut raw, mut binder) = (Vec::new(), Vec::new());
+            let (mut raw, mut binder, mut prom) = (Vec::new(), Vec::new(), Vec::new());
             let mut failure = None;
+            let with_metrics = settings.metrics && !scenario.name.starts_with("memory");
             'rounds: for round in 1..=settings.rounds {
-                let modes: &[&str] = if scenario.raw {
-                    &["raw", "binder"]
-                } else {
-                    &["binder"]
-                };
+                let mut modes: Vec<&str> = Vec::new();
+                if scenario.raw {
+                    modes.push("raw");
+                }
+                modes.push("binder");
+                if with_metrics {
+                    modes.push("binder+prometheus");
+                }
                 for mode in modes {
                     eprintln!(
                         "== {} {mode} size {size} round {round}/{}",
                         scenario.name, settings.rounds
                     );
-                    match measure(&bin, &env, scenario, mode, settings.messages, *size) {
+                    let (run_mode, run_env) = if mode == "binder+prometheus" {
+                        ("binder", prometheus_env(&env))
+                    } else {
+                        (mode, env.clone())
+                    };
+                    match measure(&bin, &run_env, scenario, run_mode, settings.messages, *size) {
                         Ok(line) => {
                             eprintln!("   {line}");
                             all_runs.push(line.clone());
-                            if *mode == "raw" {
-                                raw.push(line);
-                            } else {
-                                binder.push(line);
+                            match mode {
+                                "raw" => raw.push(line),
+                                "binder" => binder.push(line),
+                                _ => prom.push(line),
                             }
                         }
                         Err(e) => {
@@ -375,6 +415,28 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     }
                 );
             }
+            if with_metrics {
+                let _ = write!(metrics_table, "| {} | {size} |", scenario.name);
+                for (key, _, scale, decimals) in METRICS {
+                    let b = med(&binder, key);
+                    let p = med(&prom, key);
+                    let cell = |v: Option<f64>| {
+                        v.map_or_else(
+                            || "n/a".to_owned(),
+                            |v| format!("{:.*}", decimals, v * scale),
+                        )
+                    };
+                    let ratio = match (b, p) {
+                        (Some(b), Some(p)) if b > 0.0 => format!("{:.3}", p / b),
+                        _ => "n/a".to_owned(),
+                    };
+                    let _ = write!(metrics_table, " {} | {} | {ratio} |", cell(b), cell(p));
+                    if let Some(p) = p {
+                        let _ = write!(json, ",\"{key}_with_prometheus\":{p}");
+                    }
+                }
+                metrics_table.push('\n');
+            }
             json.push('}');
             summary.push(json);
             table.push('\n');
@@ -410,6 +472,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let load_after = load();
     println!();
     print!("{table}");
+    if settings.metrics {
+        println!(
+            "\nMetrics cost: the binder without a recorder, and with the admin endpoint's Prometheus recorder ({PROMETHEUS_ON}):\n"
+        );
+        print!("{metrics_table}");
+    }
     if let Some(l) = &backlog_line {
         println!("\n{l}");
     }
