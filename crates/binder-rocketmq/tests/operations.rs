@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use binder_rocketmq::binder::{BindingState, Producer};
 use binder_rocketmq::stream_config::{Environment, ProducerProperties};
-use binder_rocketmq::stream_core::conformance::http;
+use binder_rocketmq::stream_core::conformance::{BrokerControl, TcpProxy, http};
 use binder_rocketmq::{FunctionError, Message, RocketMqBinderFactory, StreamApp};
 use common::*;
 use rocketmq_client_rust::{
@@ -243,6 +243,30 @@ fn environment(pairs: &[(String, String)]) -> Environment {
     env(&refs)
 }
 
+/// An environment of `pairs` whose name server is `name_server` (not the suite's), with
+/// message trace off.
+fn with_name_server(mut pairs: Vec<(String, String)>, name_server: &str) -> Environment {
+    init_tracing();
+    pairs.extend([
+        (
+            "spring.cloud.stream.rocketmq.binder.name-server".to_owned(),
+            name_server.to_owned(),
+        ),
+        (
+            "spring.cloud.stream.rocketmq.binder.enable-msg-trace".to_owned(),
+            "false".to_owned(),
+        ),
+        (
+            "spring.cloud.stream.rocketmq.default.consumer.consume-from-where".to_owned(),
+            "CONSUME_FROM_FIRST_OFFSET".to_owned(),
+        ),
+    ]);
+    Environment::builder()
+        .map("test", pairs)
+        .build()
+        .expect("environment")
+}
+
 fn text(body: &str) -> Message<bytes::Bytes> {
     Message::bytes(body.to_owned()).with_header("contentType", "text/plain")
 }
@@ -422,8 +446,7 @@ async fn the_admin_endpoint_stops_and_starts_consumers_and_reports_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
 async fn health_is_down_while_the_name_server_does_not_answer() {
-    init_tracing();
-    // Make sure the suite's broker is configured, so a DOWN here is this test's doing.
+    // Like the other tests, fail early when no RocketMQ is configured.
     let _ = name_server();
     let dead: SocketAddr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
@@ -438,20 +461,7 @@ async fn health_is_down_while_the_name_server_does_not_answer() {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    pairs.extend([
-        (
-            "spring.cloud.stream.rocketmq.binder.name-server".to_owned(),
-            dead.clone(),
-        ),
-        (
-            "spring.cloud.stream.rocketmq.binder.enable-msg-trace".to_owned(),
-            "false".to_owned(),
-        ),
-    ]);
-    let env = Environment::builder()
-        .map("test", pairs)
-        .build()
-        .expect("environment");
+    let env = with_name_server(pairs, &dead);
     let started = Instant::now();
     let app = tokio::time::timeout(Duration::from_secs(60), parse_app(env, Calls::default()))
         .await
@@ -460,6 +470,7 @@ async fn health_is_down_while_the_name_server_does_not_answer() {
     let at = app.admin_address().expect("admin endpoint");
 
     let r = http::get(at, "/actuator/health").await.expect("GET");
+    eprintln!("health without a name server: {}", r.body);
     assert_eq!(r.status, 503, "{}", r.body);
     let health = r.json();
     assert_eq!(health["status"], "DOWN", "{}", r.body);
@@ -494,4 +505,87 @@ async fn health_is_down_while_the_name_server_does_not_answer() {
         .await
         .expect("shutdown returns")
         .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs RocketMQ; run with cargo xtask itest rocketmq"]
+async fn health_follows_the_name_server_down_and_up_again() {
+    // The probe asks the name server for a route each time, so a proxy in front of it is
+    // enough to take health down; the consumers keep the broker address they already have.
+    let upstream: SocketAddr = name_server()
+        .split([';', ','])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .expect("the name server as ip:port");
+    let proxy = Arc::new(
+        TcpProxy::start(upstream, |_| Vec::new())
+            .await
+            .expect("proxy"),
+    );
+    let input = unique("ops-flap-in");
+    let output = unique("ops-flap-out");
+    let mut pairs = parse_properties(&input, &unique("ops-flap-g"), &output);
+    pairs.extend(
+        ADMIN
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let through_proxy = proxy.address().to_string();
+    let app = parse_app(with_name_server(pairs, &through_proxy), Calls::default()).await;
+    let at = app.admin_address().expect("admin endpoint");
+    let r = http::get(at, "/actuator/health").await.expect("GET");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rocketmq = &r.json()["components"]["binders"]["components"]["rocketmq"];
+    assert_eq!(rocketmq["status"], "UP", "{}", r.body);
+    assert_eq!(
+        rocketmq["details"]["nameServer"],
+        through_proxy.as_str(),
+        "{}",
+        r.body
+    );
+
+    proxy.cut().await;
+    let last = Arc::new(Mutex::new(String::new()));
+    let down = eventually(Duration::from_secs(30), || {
+        let last = Arc::clone(&last);
+        async move {
+            let r = http::get(at, "/actuator/health").await.expect("GET");
+            *last.lock().expect("lock") = r.body.clone();
+            r.status == 503 && r.json()["status"] == "DOWN"
+        }
+    })
+    .await;
+    let last = last.lock().expect("lock").clone();
+    assert!(down, "health while the name server is cut off: {last}");
+    let json: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+    let rocketmq = &json["components"]["binders"]["components"]["rocketmq"];
+    assert_eq!(rocketmq["status"], "DOWN", "{last}");
+    assert!(
+        rocketmq["details"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.trim().is_empty()),
+        "an error detail: {last}"
+    );
+
+    proxy.restore().await;
+    let up = eventually(Duration::from_secs(30), || async {
+        let r = http::get(at, "/actuator/health").await.expect("GET");
+        r.status == 200 && r.json()["status"] == "UP"
+    })
+    .await;
+    assert!(up, "health after the name server is back");
+    // Still moving messages after the outage.
+    let b = binder(&[]).await;
+    let p = producer(&b, "writer", &input, ProducerProperties::default()).await;
+    let mut out = RawReader::start(&output).await;
+    send(&p, text("5")).await;
+    assert_eq!(out.next(60).await.body, "10");
+    assert_eq!(state_of(&app, "parse-in-0"), Some(BindingState::Running));
+
+    out.shutdown().await;
+    p.close().await.expect("close");
+    app.shutdown().await.expect("shutdown");
+    b.close().await;
 }
