@@ -4,6 +4,10 @@
 #[doc = include_str!("../../README.md")]
 pub mod readme {}
 
+/// docs/functions.md, compiled here so its examples stay true.
+#[doc = include_str!("../../docs/functions.md")]
+pub mod functions_doc {}
+
 use stream_config::Environment;
 
 /// An environment from `key=value` pairs, as a test's own configuration.

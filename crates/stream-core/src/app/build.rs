@@ -16,6 +16,7 @@ use super::invoke::{batch_function_invoker, function_invoker};
 use super::output::OutputBinding;
 use super::pollable::{self, PollableConsumer};
 use super::shared::{AppShared, InputHandlers};
+use super::streams;
 use super::{DEFAULT_SHUTDOWN_TIMEOUT, StreamApp, StreamError, shutdown};
 use crate::binder::Binding;
 use crate::errors::{ErrorChannels, ErrorHandler};
@@ -80,7 +81,16 @@ impl StreamAppBuilder {
         let (supplier_stop, _) = watch::channel(false);
         let mut consumers: Vec<std::sync::Arc<dyn Binding>> = Vec::new();
         let mut suppliers: Vec<JoinHandle<()>> = Vec::new();
+    let mut runners = Vec::new();
         for (def, f) in functions {
+            if let Some(run) = f.stream_run() {
+                let (runner, bound) =
+                    streams::bind(&shared, &self.error_handlers, &def, run, &outputs, &bridge)
+                        .await?;
+                runners.push(runner);
+                consumers.extend(bound.into_iter().map(std::sync::Arc::from));
+                continue;
+            }
             let output = outputs.get(&def.output_binding(0)).cloned();
             match f.kind() {
                 FunctionKind::Supplier => {
@@ -118,6 +128,7 @@ impl StreamAppBuilder {
             bridge,
             suppliers,
             supplier_stop,
+            streams: runners,
             pollables,
             shutdown_timeout,
             #[cfg(feature = "admin")]
@@ -208,8 +219,13 @@ async fn bind_outputs(
 ) -> Result<Outputs, StreamError> {
     let mut outputs = HashMap::new();
     for (def, f) in functions {
-        if f.kind().has_output() {
-            let name = def.output_binding(0);
+        // A stream function may have several outputs (`-out-0`, `-out-1`, ...).
+        let count = match f.stream_run() {
+            Some(run) => run.shape.outputs,
+            None => usize::from(f.kind().has_output()),
+        };
+        for j in 0..count {
+            let name = def.output_binding(j);
             let output = shared.bind_output(&name).await?;
             outputs.insert(name, output);
         }
@@ -273,17 +289,7 @@ async fn bind_function_input(
         )
     });
     let invoker = function_invoker(f, in_ctx, out_ctx, output, bridge.clone());
-    let error_handler = match &in_props.error_handler_definition {
-        Some(name) => Some(error_handlers.get(name).cloned().ok_or_else(|| {
-            StreamError::InvalidBinding {
-                binding: in_name.clone(),
-                reason: format!(
-                    "`error-handler-definition` names `{name}`, which is not registered with StreamAppBuilder::error_handler"
-                ),
-            }
-        })?),
-        None => None,
-    };
+    let error_handler = error_handler_of(error_handlers, &in_name, &in_props)?;
     shared
         .bind_input(
             &in_name,
@@ -292,9 +298,29 @@ async fn bind_function_input(
                 invoker,
                 batch_invoker,
                 error_handler,
+                stream: None,
             },
         )
         .await
+}
+
+/// The handler `error-handler-definition` names, if any.
+pub(crate) fn error_handler_of(
+    error_handlers: &HashMap<String, ErrorHandler>,
+    binding: &str,
+    props: &stream_config::BindingProperties,
+) -> Result<Option<ErrorHandler>, StreamError> {
+    match &props.error_handler_definition {
+        Some(name) => error_handlers.get(name).cloned().map(Some).ok_or_else(|| {
+            StreamError::InvalidBinding {
+                binding: binding.to_owned(),
+                reason: format!(
+                    "`error-handler-definition` names `{name}`, which is not registered with StreamAppBuilder::error_handler"
+                ),
+            }
+        }),
+        None => Ok(None),
+    }
 }
 
 async fn bind_pollables(

@@ -12,6 +12,7 @@ use crate::binder::{AnyBinderFactory, BinderFactory, BinderRegistry};
 use crate::convert::{Codec, ConversionService};
 use crate::error::FunctionError;
 use crate::errors::ErrorHandler;
+use crate::function::stream::{OutputHandles, StreamInputs, StreamItem};
 use crate::function::{FunctionCatalog, FunctionInput, FunctionOutput};
 use crate::partition::{PartitionKeyExtractor, PartitionSelector};
 use crate::retry::RetryPolicy;
@@ -191,6 +192,84 @@ impl StreamAppBuilder {
         Fut: Future<Output = Result<O, E>> + Send + 'static,
     {
         self.catalog.supplier(name, f);
+        self
+    }
+
+    /// Registers a stream function: the input binding(s) as [`Inbound`](crate::function::stream::Inbound) streams in, the
+    /// returned stream sent to `<name>-out-0`. Inputs are acknowledged when what was made of
+    /// them is sent (see [`stream`](crate::function::stream)).
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use stream_core::StreamApp;
+    /// use stream_core::function::stream::Inbound;
+    /// let builder = StreamApp::builder()
+    ///     .stream_function("upper", |input: Inbound<String>| input.map(|m| m.map(|s| s.to_uppercase())));
+    /// ```
+    pub fn stream_function<In, S, F>(mut self, name: &str, f: F) -> Self
+    where
+        In: StreamInputs,
+        S: futures::Stream + Send + 'static,
+        S::Item: StreamItem,
+        F: Fn(In) -> S + Send + Sync + 'static,
+    {
+        self.catalog.stream_function(name, f);
+        self
+    }
+
+    /// Registers a stream consumer: it consumes the input stream(s); a message is acknowledged
+    /// when it is dropped.
+    pub fn stream_consumer<In, E, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        In: StreamInputs,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.catalog.stream_consumer(name, f);
+        self
+    }
+
+    /// Registers a stream function that sends to numbered [`Output`](crate::function::stream::Output)s itself
+    /// (`<name>-out-0`, `-out-1`, ...): routers and fan-outs.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use stream_core::{FunctionError, StreamApp};
+    /// use stream_core::function::stream::{Inbound, Output};
+    /// let builder = StreamApp::builder().stream_process(
+    ///     "route",
+    ///     |input: Inbound<i64>, (even, odd): (Output<i64>, Output<i64>)| async move {
+    ///         let mut input = input;
+    ///         while let Some(m) = input.next().await {
+    ///             let out = if *m.payload() % 2 == 0 { &even } else { &odd };
+    ///             let _ = out.send(m).await;
+    ///         }
+    ///         Ok::<_, FunctionError>(())
+    ///     },
+    /// );
+    /// ```
+    pub fn stream_process<In, Outs, E, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        In: StreamInputs,
+        Outs: OutputHandles,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(In, Outs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.catalog.stream_process(name, f);
+        self
+    }
+
+    /// Registers a stream supplier: `f()` is a stream sent to `<name>-out-0` from start-up
+    /// (no poller); called again after it fails.
+    pub fn stream_supplier<S, F>(mut self, name: &str, f: F) -> Self
+    where
+        S: futures::Stream + Send + 'static,
+        S::Item: StreamItem,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        self.catalog.stream_supplier(name, f);
         self
     }
 

@@ -14,7 +14,7 @@ use crate::process::pipeline::{BatchInvoker, Invoker};
 
 /// Sends a function's output: to the `sendto` destination if the header names one, else to the
 /// function's output binding.
-async fn route_output(
+pub(crate) async fn route_output(
     out: Option<crate::Message<bytes::Bytes>>,
     output: Option<Arc<OutputBinding>>,
     bridge: StreamBridge,

@@ -13,6 +13,7 @@ mod output;
 mod pollable;
 mod shared;
 mod shutdown;
+mod streams;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct StreamApp {
     pub(crate) bridge: StreamBridge,
     pub(crate) suppliers: Vec<JoinHandle<()>>,
     pub(crate) supplier_stop: watch::Sender<bool>,
+    pub(crate) streams: Vec<streams::StreamRunner>,
     pub(crate) pollables: HashMap<String, Arc<PollableConsumer>>,
     pub(crate) shutdown_timeout: Duration,
     #[cfg(feature = "admin")]

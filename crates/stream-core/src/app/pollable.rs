@@ -70,6 +70,7 @@ pub(crate) async fn bind(
                 invoker: no_handler,
                 batch_invoker: None,
                 error_handler: None,
+                stream: None,
             },
         )
         .await?;

@@ -16,6 +16,7 @@ use crate::binder::lifecycle::Timing;
 use crate::convert::ConversionService;
 use crate::errors::{ErrorChannels, ErrorHandler, producer_error_channel};
 use crate::function::ConversionContext;
+use crate::function::stream::Intake;
 use crate::meters::Meters;
 use crate::partition::{PartitionHandler, PartitionKeyExtractor, PartitionSelector};
 use crate::process::pipeline::{BatchInvoker, ConsumerIdentity, ConsumerPipeline, Invoker};
@@ -39,6 +40,8 @@ pub(crate) struct InputHandlers {
     pub(crate) invoker: Invoker,
     pub(crate) batch_invoker: Option<BatchInvoker>,
     pub(crate) error_handler: Option<ErrorHandler>,
+    /// A stream function's input.
+    pub(crate) stream: Option<Arc<Intake>>,
 }
 
 impl AppShared {
@@ -121,6 +124,7 @@ impl AppShared {
             errors: self.errors.clone(),
             error_handler: handlers.error_handler.clone(),
             meters: Arc::new(self.meters.consumer(system, binding, destination, group)),
+            stream: handlers.stream.clone(),
         })
     }
 

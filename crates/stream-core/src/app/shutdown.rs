@@ -151,6 +151,13 @@ pub(crate) async fn graceful(app: StreamApp) -> Result<(), StreamError> {
             problems.push(format!("supplier task: {e}"));
         }
     }
+    // Stream functions first: their inputs end, they send what they hold (a window's
+    // aggregate), and what that acknowledges settles before the consumers stop.
+    for runner in app.streams {
+        if let Err(e) = runner.stop(timeout).await {
+            problems.push(e);
+        }
+    }
     tracing::info!(
         consumers = app.consumers.len(),
         ?timeout,

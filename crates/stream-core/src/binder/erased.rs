@@ -337,6 +337,14 @@ impl<B: Binder> DynBinder for BinderAdapter<B> {
 
     async fn bind_input(&self, req: InputRequest<'_>) -> Result<Box<dyn Binding>, BinderError> {
         let spec = self.consumer_spec(&req)?;
+        if let Some(intake) = &req.pipeline.stream {
+            // A binder that settles after the hand-off returned lets a stream function hold
+            // many deliveries (up to the prefetch); others wait for each settlement.
+            intake.deferred.store(
+                self.binder.capabilities().supports(Capability::ManualAck),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
         let binding = ConsumerBinding::new(
             Arc::clone(&self.binder),
             self.binder_type.into(),

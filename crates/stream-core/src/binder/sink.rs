@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod stream;
+
 use super::delivery::{Body, Delivery};
 use super::inflight::InFlight;
 use super::{Consumer, Settle};
@@ -486,6 +488,9 @@ impl<C: Consumer> Sink<C> {
     /// Processes one delivery and settles it; returns when it is settled. Held while the
     /// binding is paused; handed back ([`Settlement::Requeue`]) when it is stopping.
     pub async fn dispatch(&self, delivery: Delivery<C::Raw>) {
+        if let Some(intake) = &self.shared.pipeline.stream {
+            return self.dispatch_stream(intake, delivery).await;
+        }
         if self.shared.pipeline.batch_invoker.is_some() {
             // A batch function takes even a single delivery as a batch.
             return self.dispatch_batch(vec![delivery]).await;
@@ -506,6 +511,12 @@ impl<C: Consumer> Sink<C> {
     /// Processes deliveries as one batch (`batch-mode=true`: the function receives them in
     /// one `Vec`), then settles each by its own outcome. Without batch mode, one by one.
     pub async fn dispatch_batch(&self, deliveries: Vec<Delivery<C::Raw>>) {
+        if let Some(intake) = &self.shared.pipeline.stream {
+            for d in deliveries {
+                self.dispatch_stream(intake, d).await;
+            }
+            return;
+        }
         let _inflight = self.shared.inflight.enter();
         if !self.pass().await {
             for d in &deliveries {

@@ -126,6 +126,7 @@ impl<B: Binder> Harness<B> {
                 &spec.destination,
                 spec.group_name(),
             )),
+            stream: None,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod definition;
 mod io;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,6 +67,8 @@ pub struct ErasedFunction {
     kind: FunctionKind,
     invoke: Arc<Invoke>,
     batch: Option<Arc<InvokeBatch>>,
+    /// A stream function: the whole input as a stream (no per-message call).
+    stream: Option<stream::StreamRun>,
 }
 
 impl fmt::Debug for ErasedFunction {
@@ -93,6 +96,37 @@ impl ErasedFunction {
     /// The function's shape.
     pub fn kind(&self) -> FunctionKind {
         self.kind
+    }
+
+    /// Whether it is a stream function (see [`stream`]).
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    pub(crate) fn stream_run(&self) -> Option<&stream::StreamRun> {
+        self.stream.as_ref()
+    }
+
+    /// A stream function, erased: its kind follows from its bindings; it is never called per
+    /// message.
+    pub(crate) fn from_stream(run: stream::StreamRun) -> Self {
+        let kind = match (run.shape.inputs, run.shape.outputs) {
+            (0, _) => FunctionKind::Supplier,
+            (_, 0) => FunctionKind::Consumer,
+            _ => FunctionKind::Function,
+        };
+        Self {
+            kind,
+            batch: None,
+            stream: Some(run),
+            invoke: Arc::new(|_, _, _| {
+                Box::pin(async {
+                    Err(FunctionError::msg(
+                        "a stream function takes its input as a stream, not one message at a time",
+                    ))
+                })
+            }),
+        }
     }
 
     /// Whether the function takes batches (`Vec` of inputs).
@@ -152,6 +186,7 @@ impl ErasedFunction {
                 })
             }),
             batch: Some(batch),
+            stream: None,
         }
     }
 
@@ -177,6 +212,7 @@ impl ErasedFunction {
         Self {
             kind: FunctionKind::Function,
             batch: None,
+            stream: None,
             invoke: Arc::new(move |input, in_ctx, out_ctx| {
                 let f = Arc::clone(&f);
                 let out_ctx = out_ctx.clone();
@@ -223,6 +259,7 @@ impl ErasedFunction {
         Self {
             kind: FunctionKind::Consumer,
             batch: None,
+            stream: None,
             invoke: Arc::new(move |input, in_ctx, _| {
                 let f = Arc::clone(&f);
                 let prepared = input
@@ -247,6 +284,7 @@ impl ErasedFunction {
         Self {
             kind: FunctionKind::Supplier,
             batch: None,
+            stream: None,
             invoke: Arc::new(move |_, _, out_ctx| {
                 let f = Arc::clone(&f);
                 let out_ctx = out_ctx.clone();
@@ -260,6 +298,9 @@ impl ErasedFunction {
 
     /// Composes `self | next`: the output of `self` (as a message) becomes the input of `next`.
     fn then(self, next: ErasedFunction) -> Result<ErasedFunction, String> {
+        if self.stream.is_some() || next.stream.is_some() {
+            return stream::compose(&self, &next);
+        }
         if self.is_batch() || next.is_batch() {
             return Err("batch functions cannot be composed".into());
         }
@@ -281,6 +322,7 @@ impl ErasedFunction {
         Ok(ErasedFunction {
             kind,
             batch: None,
+            stream: None,
             invoke: Arc::new(move |input, in_ctx, out_ctx| {
                 // Between parts, payloads travel as JSON unless a part says otherwise.
                 let mid = ConversionContext {
@@ -429,6 +471,75 @@ impl FunctionCatalog {
         self.functions.insert(
             name.into(),
             ErasedFunction::batch(FunctionKind::Consumer, f),
+        );
+        self
+    }
+
+    /// Registers a stream function: `f` gets the input binding(s) (`<name>-in-0`, a tuple for
+    /// `-in-0`, `-in-1`, ...) as [`Inbound`](stream::Inbound) streams and returns the stream
+    /// sent to `<name>-out-0`. See [`stream`] for when inputs are acknowledged.
+    pub fn stream_function<In, S, F>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        In: stream::StreamInputs,
+        S: futures::Stream + Send + 'static,
+        S::Item: stream::StreamItem,
+        F: Fn(In) -> S + Send + Sync + 'static,
+    {
+        self.functions.insert(
+            name.into(),
+            ErasedFunction::from_stream(stream::StreamRun::function(f)),
+        );
+        self
+    }
+
+    /// Registers a stream consumer: `f` consumes the input stream(s) until they end; a message
+    /// is acknowledged when `f` drops it.
+    pub fn stream_consumer<In, E, F, Fut>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        In: stream::StreamInputs,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(In) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.functions.insert(
+            name.into(),
+            ErasedFunction::from_stream(stream::StreamRun::consumer(f)),
+        );
+        self
+    }
+
+    /// Registers a stream function that sends to numbered outputs itself (`<name>-out-0`,
+    /// `-out-1`, ... as [`Output`](stream::Output) handles): a router or a fan-out.
+    pub fn stream_process<In, Outs, E, F, Fut>(
+        &mut self,
+        name: impl Into<String>,
+        f: F,
+    ) -> &mut Self
+    where
+        In: stream::StreamInputs,
+        Outs: stream::OutputHandles,
+        E: Into<FunctionError> + Send + 'static,
+        F: Fn(In, Outs) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.functions.insert(
+            name.into(),
+            ErasedFunction::from_stream(stream::StreamRun::process(f)),
+        );
+        self
+    }
+
+    /// Registers a stream supplier: `f()` is a (usually infinite) stream sent to
+    /// `<name>-out-0`, started when the application starts (no poller).
+    pub fn stream_supplier<S, F>(&mut self, name: impl Into<String>, f: F) -> &mut Self
+    where
+        S: futures::Stream + Send + 'static,
+        S::Item: stream::StreamItem,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        self.functions.insert(
+            name.into(),
+            ErasedFunction::from_stream(stream::StreamRun::supplier(f)),
         );
         self
     }

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use super::outcome::{FailedMessage, Outcome};
 use crate::error::{FunctionError, SpecialOutcome};
+use crate::function::stream::Intake;
 use crate::errors::{ErrorChannels, ErrorHandler, ErrorMessage};
 use crate::message::{HeaderValue, Message, names};
 use crate::meters::ConsumerMeters;
@@ -69,6 +70,8 @@ pub(crate) struct ConsumerPipeline {
     pub(crate) errors: ErrorChannels,
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) meters: Arc<ConsumerMeters>,
+    /// A stream function's input: deliveries go to its current run instead of the invoker.
+    pub(crate) stream: Option<Arc<Intake>>,
 }
 
 /// Runs a future, turning a panic inside it into a [`FunctionError`] of kind `panic`.
@@ -108,6 +111,7 @@ impl ConsumerPipeline {
             errors: self.errors.clone(),
             error_handler: None,
             meters: Arc::clone(&self.meters),
+            stream: None,
         }
     }
 
@@ -200,6 +204,17 @@ impl ConsumerPipeline {
         self.failure(message, raw, Arc::new(error), 1).await
     }
 
+    /// A stream function's message that failed (no attempts of the runtime's): the error
+    /// channel or error handler, then the binding's recovery.
+    pub(crate) async fn recover(
+        &self,
+        message: Message<Bytes>,
+        raw: &ErasedRaw,
+        error: Arc<FunctionError>,
+    ) -> Outcome {
+        self.failure(message, raw, error, 1).await
+    }
+
     /// After the last attempt: special outcomes, then the error channel or error handler.
     async fn failure(
         &self,
@@ -289,6 +304,7 @@ mod tests {
             errors,
             error_handler: handler,
             meters: Arc::new(ConsumerMeters::detached()),
+            stream: None,
         }
     }
 
