@@ -36,16 +36,17 @@ fn bindings(list: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
     let (names, ages, people) = (unique("st-names"), unique("st-ages"), unique("st-people"));
     let (adults, minors) = (unique("st-adults"), unique("st-minors"));
+    // A RocketMQ consumer group subscribes to one topic here: one group per input binding.
     let g = unique("st-g");
     let mut props = bindings(&[
         ("join-in-0.destination", &names),
-        ("join-in-0.group", &g),
+        ("join-in-0.group", &format!("{g}-0")),
         ("join-in-1.destination", &ages),
-        ("join-in-1.group", &g),
+        ("join-in-1.group", &format!("{g}-1")),
         ("join-out-0.destination", &people),
         ("join-out-0.content-type", "text/plain"),
         ("route-in-0.destination", &people),
-        ("route-in-0.group", &g),
+        ("route-in-0.group", &format!("{g}-r")),
         ("route-out-0.destination", &adults),
         ("route-out-0.content-type", "text/plain"),
         ("route-out-1.destination", &minors),
@@ -114,6 +115,8 @@ async fn window_app(input: &str, group: &str, output: &str) -> StreamApp {
     let props = bindings(&[
         ("window-in-0.destination", input),
         ("window-in-0.group", group),
+        // Each consume thread waits for its message's settlement: the window needs 4 at once.
+        ("window-in-0.consumer.concurrency", "8"),
         ("window-out-0.destination", output),
         ("window-out-0.content-type", "text/plain"),
     ]);

@@ -11,7 +11,7 @@ pub trait MessageStreamExt: Stream + Sized {
     /// after its first item arrived, and at the end of the stream; never empty. With
     /// [`Message::merge`](crate::Message::merge) the window's aggregate acknowledges every input
     /// when it is sent. A window larger than what the broker hands out at once (RabbitMQ's
-    /// `prefetch`, RocketMQ's consume threads) fills only by time.
+    /// `prefetch`, RocketMQ's `consumer.concurrency`) fills only by time.
     ///
     /// ```
     /// use std::time::Duration;
