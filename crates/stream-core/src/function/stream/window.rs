@@ -10,8 +10,8 @@ pub trait MessageStreamExt: Stream + Sized {
     /// Tumbling windows: a `Vec` of up to `max` items, emitted when it is full or `within`
     /// after its first item arrived, and at the end of the stream; never empty. With
     /// [`Message::merge`](crate::Message::merge) the window's aggregate acknowledges every input
-    /// when it is sent. A window larger than what the broker hands out at once (RabbitMQ's
-    /// `prefetch`, RocketMQ's `consumer.concurrency`) fills only by time.
+    /// when it is sent. A window larger than what the broker hands out at once (a
+    /// binder's prefetch or consume threads, see docs/functions.md) fills only by time.
     ///
     /// ```
     /// use std::time::Duration;
