@@ -43,6 +43,7 @@ impl ConnectionFactory {
         let timeout = c.connection_timeout.unwrap_or(DEFAULT_CONNECTION_TIMEOUT);
         let query = AMQPQueryString {
             heartbeat,
+            channel_max: Some(c.requested_channel_max),
             connection_timeout: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             ..AMQPQueryString::default()
         };

@@ -41,6 +41,9 @@ impl StreamAppBuilder {
             config = config.extension(schema);
         }
         let config = Arc::new(config.build()?);
+        for notice in config.notices() {
+            tracing::warn!(key = %notice.key, origin = %notice.origin, "{notice}");
+        }
         let shutdown_timeout = match self.shutdown_timeout {
             Some(t) => t,
             None => shutdown_timeout(&config)?,
