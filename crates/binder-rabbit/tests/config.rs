@@ -144,3 +144,82 @@ async fn a_wrong_port_type_fails_the_build_naming_the_key() {
     assert_eq!(key, "spring.rabbitmq.port");
     assert_eq!(origin, "application.properties:1");
 }
+
+/// The reference guide's examples, as printed (rabbit-binder-reference, "Putting it All
+/// Together", "Partitioned Destinations", and the batching properties of its producer list).
+const GUIDE_DLQ: &str = "\
+spring.cloud.stream.bindings.input.destination=myDestination
+spring.cloud.stream.bindings.input.group=consumerGroup
+#disable binder retries
+spring.cloud.stream.bindings.input.consumer.max-attempts=1
+#dlx/dlq setup
+spring.cloud.stream.rabbit.bindings.input.consumer.auto-bind-dlq=true
+spring.cloud.stream.rabbit.bindings.input.consumer.dlq-ttl=5000
+spring.cloud.stream.rabbit.bindings.input.consumer.dlq-dead-letter-exchange=
+";
+
+const GUIDE_PARTITIONED_PRODUCER: &str = "
+    spring:
+      cloud:
+        stream:
+          bindings:
+            output:
+              destination: partitioned.destination
+              producer:
+                partitioned: true
+                partition-key-expression: headers['partitionKey']
+                partition-count: 2
+                required-groups:
+                - myGroup
+";
+
+const GUIDE_PARTITIONED_CONSUMER: &str = "
+    spring:
+      cloud:
+        stream:
+          bindings:
+            input:
+              destination: partitioned.destination
+              group: myGroup
+              consumer:
+                partitioned: true
+                instance-index: 0
+";
+
+const GUIDE_BATCHING: &str = "\
+spring.cloud.stream.bindings.output.destination=batched
+spring.cloud.stream.rabbit.bindings.output.producer.batchingEnabled=true
+spring.cloud.stream.rabbit.bindings.output.producer.batchSize=100
+spring.cloud.stream.rabbit.bindings.output.producer.batchBufferLimit=10000
+spring.cloud.stream.rabbit.bindings.output.producer.batchTimeout=5000
+spring.cloud.stream.bindings.input.destination=batched
+spring.cloud.stream.bindings.input.group=g
+spring.cloud.stream.bindings.input.consumer.batch-mode=true
+spring.cloud.stream.rabbit.bindings.input.consumer.enableBatching=true
+spring.cloud.stream.rabbit.bindings.input.consumer.batchSize=10
+spring.rabbitmq.publisher-confirms=true
+spring.rabbitmq.publisher-returns=true
+";
+
+#[test]
+fn the_reference_guides_examples_load_unchanged() {
+    for (name, text) in [
+        ("dlq.properties", GUIDE_DLQ),
+        ("partitioned-producer.yml", GUIDE_PARTITIONED_PRODUCER),
+        ("partitioned-consumer.yml", GUIDE_PARTITIONED_CONSUMER),
+        ("batching.properties", GUIDE_BATCHING),
+    ] {
+        let builder = Environment::builder();
+        let builder = if name.ends_with(".yml") {
+            builder.yaml_str(name, text)
+        } else {
+            builder.properties_str(name, text)
+        };
+        let c = config(builder.build().expect("env")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for binding in c.binding_names() {
+            c.binding(&binding)
+                .unwrap_or_else(|e| panic!("{name}: {binding}: {e}"));
+        }
+        assert!(c.notices().is_empty(), "{name}: {:?}", c.notices());
+    }
+}
