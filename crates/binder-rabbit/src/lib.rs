@@ -36,5 +36,5 @@ pub use stream_core::stream_config;
 pub use stream_core::{
     AckMode, Acknowledger, Acknowledgment, BinderError, BoxError, ConversionError, FunctionError,
     HeaderValue, Headers, Message, PollableConsumer, SpecialOutcome, StreamApp, StreamAppBuilder,
-    StreamBridge, StreamError,
+    StreamBridge, StreamError, Undelivered,
 };

@@ -304,6 +304,70 @@ pub struct BinderError {
     key: Option<String>,
     destination: Option<String>,
     source: Option<BoxError>,
+    undelivered: Option<Box<Undelivered>>,
+}
+
+/// Why the broker did not take a sent message, as fields (Spring's
+/// `ReturnedAmqpMessageException` and `NackedAmqpMessageException`): carried by the send's
+/// [`BinderError::undelivered`] and by the producer error channel's
+/// [`ErrorMessage::undelivered`](crate::errors::ErrorMessage::undelivered), whose `failed` is the
+/// original message.
+///
+/// ```
+/// use stream_core::{BinderError, Undelivered};
+/// let returned = Undelivered::Returned {
+///     reply_code: 312,
+///     reply_text: "NO_ROUTE".into(),
+///     exchange: "orders".into(),
+///     routing_key: "eu".into(),
+/// };
+/// let e = BinderError::send("orders", "returned").with_undelivered(returned.clone());
+/// assert_eq!(e.undelivered(), Some(&returned));
+/// assert_eq!(returned.routing_key(), "eu");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Undelivered {
+    /// Returned to the producer: a mandatory message that no queue took.
+    Returned {
+        /// The broker's reply code (312 NO_ROUTE).
+        reply_code: u16,
+        /// The broker's reply text.
+        reply_text: String,
+        /// Where it was published (exchange or topic).
+        exchange: String,
+        /// The routing key it was published with.
+        routing_key: String,
+    },
+    /// Refused with a negative publisher confirm.
+    Nacked {
+        /// Why, as far as known (a nack usually carries no text).
+        reason: String,
+        /// Where it was published.
+        exchange: String,
+        /// The routing key it was published with.
+        routing_key: String,
+    },
+}
+
+impl Undelivered {
+    /// Where it was published.
+    pub fn exchange(&self) -> &str {
+        match self {
+            Undelivered::Returned { exchange, .. } | Undelivered::Nacked { exchange, .. } => {
+                exchange
+            }
+        }
+    }
+
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        match self {
+            Undelivered::Returned { routing_key, .. } | Undelivered::Nacked { routing_key, .. } => {
+                routing_key
+            }
+        }
+    }
 }
 
 impl BinderError {
@@ -322,6 +386,7 @@ impl BinderError {
             key: None,
             destination: None,
             source: None,
+            undelivered: None,
         }
     }
 
@@ -417,6 +482,17 @@ impl BinderError {
     pub fn permanent(mut self) -> Self {
         self.status = ErrorStatus::Permanent;
         self
+    }
+
+    /// Says the broker returned or refused the message, as fields.
+    pub fn with_undelivered(mut self, undelivered: Undelivered) -> Self {
+        self.undelivered = Some(Box::new(undelivered));
+        self
+    }
+
+    /// Why the broker did not take the message, when it returned or refused it.
+    pub fn undelivered(&self) -> Option<&Undelivered> {
+        self.undelivered.as_deref()
     }
 
     /// Names the destination concerned.
