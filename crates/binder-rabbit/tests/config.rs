@@ -223,3 +223,81 @@ fn the_reference_guides_examples_load_unchanged() {
         assert!(c.notices().is_empty(), "{name}: {:?}", c.notices());
     }
 }
+
+/// Every row of the environment-variable table in docs/configuration.md.
+#[test]
+fn every_documented_env_var_form_maps_to_its_key() {
+    let rows = [
+        (
+            "SPRING_RABBITMQ_VIRTUALHOST",
+            "spring.rabbitmq.virtual-host",
+        ),
+        (
+            "SPRING_RABBITMQ_PUBLISHERCONFIRMTYPE",
+            "spring.rabbitmq.publisher-confirm-type",
+        ),
+        (
+            "SPRING_RABBITMQ_PUBLISHER_CONFIRM_TYPE",
+            "spring.rabbitmq.publisher-confirm-type",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDINGS_UPPERCASE_IN_0_CONSUMER_MAXATTEMPTS",
+            "spring.cloud.stream.bindings.uppercase-in-0.consumer.max-attempts",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDINGS_UPPERCASE_IN_0_CONSUMER_MAX_ATTEMPTS",
+            "spring.cloud.stream.bindings.uppercase-in-0.consumer.max-attempts",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDINGS_UPPERCASE_IN_0_DESTINATION",
+            "spring.cloud.stream.bindings.uppercase-in-0.destination",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDERS_LOCAL_TYPE",
+            "spring.cloud.stream.binders.local.type",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDINGS_IN_0_CONSUMER_RETRYABLE_EXCEPTIONS_PARSEINTERROR",
+            "spring.cloud.stream.bindings.in-0.consumer.retryable-exceptions.parseinterror",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDINGS_OUT_PRODUCER_REQUIRED_GROUPS_0",
+            "spring.cloud.stream.bindings.out.producer.required-groups[0]",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_INSTANCE_INDEX_LIST_1",
+            "spring.cloud.stream.instance-index-list[1]",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_BINDERS_LOCAL_ENVIRONMENT_SPRING_RABBITMQ_HOST",
+            "spring.cloud.stream.binders.local.environment.spring.rabbitmq.host",
+        ),
+        (
+            "SPRING_CLOUD_STREAM_RABBIT_BINDINGS_IN_0_CONSUMER_AUTO_BIND_DLQ",
+            "spring.cloud.stream.rabbit.bindings.in-0.consumer.auto-bind-dlq",
+        ),
+        ("MANAGEMENT_SERVER_PORT", "management.server.port"),
+        (
+            "MANAGEMENT_ENDPOINTS_WEB_EXPOSURE_INCLUDE",
+            "management.endpoints.web.exposure.include",
+        ),
+        ("SPRING_PROFILES_ACTIVE", "spring.profiles.active"),
+        ("SPRING_APPLICATION_NAME", "spring.application.name"),
+    ];
+    for (var, key) in rows {
+        let value = if var.ends_with("PORT") || var.ends_with("_1") {
+            "1"
+        } else if var.contains("AUTO_BIND") || var.contains("PARSEINTERROR") {
+            "true"
+        } else if var.contains("CONFIRM") {
+            "correlated"
+        } else if var.contains("MAX") {
+            "2"
+        } else {
+            "x"
+        };
+        let c = config(vars(&[(var, value)])).unwrap_or_else(|e| panic!("{var}: {e}"));
+        let keys: Vec<&str> = c.environment().keys().collect();
+        assert_eq!(keys, [key], "{var}");
+    }
+}

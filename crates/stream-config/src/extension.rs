@@ -174,6 +174,14 @@ impl RootSchema {
         &self.prefix
     }
 
+    /// For a [moved](Self::moved) prefix: why its keys are errors.
+    pub fn moved_note(&self) -> Option<&str> {
+        match &self.kind {
+            RootKind::Props { .. } => None,
+            RootKind::Moved { note, .. } => Some(note),
+        }
+    }
+
     /// Descriptors of its properties (none for a moved prefix), for generated docs.
     pub fn descriptors(&self) -> Vec<PropertyDescriptor> {
         match &self.kind {

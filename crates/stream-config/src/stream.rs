@@ -337,6 +337,22 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
     root
 }
 
+/// The keys of Spring Cloud Stream and Spring Cloud Function accepted without effect, and why
+/// (for the generated reference).
+pub(crate) fn no_effect_keys() -> [(&'static str, &'static str); 3] {
+    [
+        ("spring.cloud.stream.metrics.*", METRICS_NO_EFFECT),
+        (
+            "spring.cloud.function.routing-expression",
+            ROUTING_NO_EFFECT,
+        ),
+        (
+            "spring.cloud.stream.function.routing-expression",
+            ROUTING_NO_EFFECT,
+        ),
+    ]
+}
+
 /// Why `spring.cloud.function.routing-expression` has no effect.
 const ROUTING_NO_EFFECT: &str = "the `functionRouter` function is not implemented; route with a function that returns its output with the `spring.cloud.stream.sendto.destination` header";
 

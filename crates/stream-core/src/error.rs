@@ -608,6 +608,17 @@ pub enum ConversionError {
     /// A content type header that is not a MIME type.
     #[error("invalid content type `{0}`")]
     InvalidContentType(String),
+    /// A message without a content type, converted as the binding's `content-type` (as Spring
+    /// does; `application/json` unless configured), failed.
+    #[error(
+        "the message had no content type (or only application/octet-stream), so the binding's content-type `{assumed}` was assumed: {cause}"
+    )]
+    NoContentType {
+        /// The binding's content type that was assumed.
+        assumed: String,
+        /// The failure with that content type (part of the message).
+        cause: Box<ConversionError>,
+    },
 }
 
 /// An error and its causes on one line, each cause once (`outer: cause: root`), for logs and

@@ -575,4 +575,46 @@ mod tests {
             .unwrap_err();
         assert!(err.kind().contains("ConversionError"), "{}", err.kind());
     }
+
+    #[tokio::test]
+    async fn json_without_a_content_type_is_decoded_as_the_bindings_content_type() {
+        #[derive(serde::Deserialize)]
+        struct Order {
+            amount: i64,
+        }
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let s = seen.clone();
+        let mut c = FunctionCatalog::new();
+        c.consumer("take", move |o: Order| {
+            let s = s.clone();
+            async move {
+                s.store(o.amount, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, FunctionError>(())
+            }
+        });
+        let f = c
+            .resolve(&FunctionDefinition::parse("take").unwrap())
+            .unwrap();
+        // No contentType header (a producer that is not Spring): JSON, the binding's default.
+        f.call(Some(Message::bytes(r#"{"amount":7}"#)), &ctx(), &ctx())
+            .await
+            .unwrap();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 7);
+        // What a broker reports when none was set.
+        let octet = Message::bytes(r#"{"amount":8}"#)
+            .with_header(names::CONTENT_TYPE, "application/octet-stream");
+        f.call(Some(octet), &ctx(), &ctx()).await.unwrap();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 8);
+        // A failure says the content type was assumed.
+        let err = f
+            .call(Some(Message::bytes("not json")), &ctx(), &ctx())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("the message had no content type")
+                && text.contains("`application/json` was assumed"),
+            "{text}"
+        );
+    }
 }
