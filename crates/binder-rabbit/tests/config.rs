@@ -133,8 +133,7 @@ async fn a_wrong_port_type_fails_the_build_naming_the_key() {
         })
         .build()
         .await
-        .err()
-        .expect("a startup error");
+        .expect_err("a startup error");
     let StreamError::Config(config) = &err else {
         panic!("{err}")
     };

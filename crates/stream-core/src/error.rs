@@ -301,8 +301,9 @@ pub struct BinderError {
     kind: BinderErrorKind,
     status: ErrorStatus,
     message: String,
-    key: Option<String>,
-    destination: Option<String>,
+    // Boxed strings keep the error (and `StreamError`) small; these are read, never grown.
+    key: Option<Box<str>>,
+    destination: Option<Box<str>>,
     source: Option<BoxError>,
     undelivered: Option<Box<Undelivered>>,
 }
@@ -405,7 +406,7 @@ impl BinderError {
             BinderErrorKind::InvalidProperty,
             format!("invalid value for `{key}`: {reason}"),
         );
-        e.key = Some(key);
+        e.key = Some(key.into());
         e
     }
 
@@ -416,7 +417,7 @@ impl BinderError {
             BinderErrorKind::Provisioning,
             format!("provisioning `{destination}` failed: {reason}"),
         );
-        e.destination = Some(destination);
+        e.destination = Some(destination.into());
         e
     }
 
@@ -436,7 +437,7 @@ impl BinderError {
             BinderErrorKind::Send,
             format!("send to `{destination}` failed: {reason}"),
         );
-        e.destination = Some(destination);
+        e.destination = Some(destination.into());
         e
     }
 
@@ -447,7 +448,7 @@ impl BinderError {
             BinderErrorKind::Settle,
             format!("settling a delivery from `{destination}` failed: {reason}"),
         );
-        e.destination = Some(destination);
+        e.destination = Some(destination.into());
         e
     }
 
@@ -497,13 +498,13 @@ impl BinderError {
 
     /// Names the destination concerned.
     pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
-        self.destination = Some(destination.into());
+        self.destination = Some(destination.into().into());
         self
     }
 
     /// Names the property key concerned.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(key.into().into());
         self
     }
 

@@ -8,29 +8,29 @@ use crate::{ConfigError, Environment, ExtensionSchema, NoEffect, RootSchema, Str
 
 crate::properties! {
     /// `spring.testmq.*`.
-    pub struct TestConnection {
+    pub(crate) struct TestConnection {
         /// Host.
-        pub host: String = "localhost".to_owned(),
+        pub(crate) host: String = "localhost".to_owned(),
         /// Port.
-        pub port: u16 = 1000,
+        pub(crate) port: u16 = 1000,
         /// Virtual host.
-        pub virtual_host: String = "/".to_owned(),
+        pub(crate) virtual_host: String = "/".to_owned(),
         /// Confirm type.
-        pub publisher_confirm_type: String = "none".to_owned(),
+        pub(crate) publisher_confirm_type: String = "none".to_owned(),
         /// TLS.
-        pub ssl: TestSsl = TestSsl::default(),
+        pub(crate) ssl: TestSsl = TestSsl::default(),
         /// No effect: there is no channel cache here.
-        pub cache: NoEffect = NoEffect,
+        pub(crate) cache: NoEffect = NoEffect,
     }
     /// `spring.testmq.ssl.*`.
-    pub struct TestSsl {
+    pub(crate) struct TestSsl {
         /// On.
-        pub enabled: bool = false,
+        pub(crate) enabled: bool = false,
         /// CA file.
-        pub trust_store: Option<String> = None,
+        pub(crate) trust_store: Option<String> = None,
     }
     /// Nothing.
-    pub struct Nothing {}
+    pub(crate) struct Nothing {}
 }
 
 fn schema() -> ExtensionSchema {
