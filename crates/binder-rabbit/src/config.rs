@@ -113,7 +113,7 @@ stream_config::properties! {
     pub struct RabbitSslProperties {
         /// Whether to connect with TLS (`amqps`); the port defaults to 5671 then. Also on when `addresses` use `amqps://`.
         pub enabled: bool = false,
-        /// Trusted CA certificates: a PEM file (`trust-store-type` PEM), or a PKCS12 file; JKS is not readable here (convert it with `keytool -importkeystore -deststoretype PKCS12`). Unset: the system's roots.
+        /// Trusted CA certificates (added to the system's roots): a PEM file, or a PKCS12 trust store as keytool writes it; JKS is not readable here (convert it with `keytool -importkeystore -deststoretype PKCS12`). A `file:` prefix is accepted.
         pub trust_store: Option<String> = None,
         /// Type of the trust store: JKS (Boot's default; a PEM or PKCS12 file given with it is recognised by its content), PKCS12 or PEM.
         pub trust_store_type: String = "JKS".to_owned(),

@@ -20,6 +20,8 @@ const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct ConnectionFactory {
     uris: Vec<AMQPUri>,
+    /// `spring.rabbitmq.ssl.*` for `amqps` addresses.
+    tls: lapin::tcp::OwnedTLSConfig,
     target: String,
     timeout: Duration,
     name_prefix: Option<String>,
@@ -116,6 +118,7 @@ impl ConnectionFactory {
             .join(", ");
         Ok(ConnectionFactory {
             uris,
+            tls: crate::tls::tls_config(&c.ssl)?,
             target,
             timeout,
             name_prefix: b.connection_name_prefix.clone(),
@@ -139,6 +142,7 @@ impl ConnectionFactory {
         Some(ConnectionFactory {
             target: format!("{}:{}", uri.authority.host, uri.authority.port),
             uris: vec![uri],
+            tls: self.tls.clone(),
             timeout: self.timeout,
             name_prefix: self.name_prefix.clone(),
             counter: AtomicU64::new(0),
@@ -156,9 +160,15 @@ impl ConnectionFactory {
             } else {
                 props = props.with_connection_name(format!("stream-rs {purpose}").into());
             }
-            let attempt =
-                tokio::time::timeout(self.timeout, Connection::connect_uri(uri.clone(), props))
-                    .await;
+            let runtime = lapin::runtime::default_runtime().map_err(|e| RabbitError::Connect {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            })?;
+            let attempt = tokio::time::timeout(
+                self.timeout,
+                Connection::connect_uri_with_config(uri.clone(), props, self.tls.clone(), runtime),
+            )
+            .await;
             match attempt {
                 Ok(Ok(conn)) => {
                     let address = format!("{}:{}", uri.authority.host, uri.authority.port);
@@ -170,7 +180,16 @@ impl ConnectionFactory {
                     );
                     return Ok((conn, address));
                 }
-                Ok(Err(e)) => last = e.to_string(),
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    if uri.scheme == AMQPScheme::AMQPS && last.contains("certificate") {
+                        last.push_str(if self.tls.cert_chain.is_some() {
+                            " (TLS: the broker's certificate is not signed by a CA of spring.rabbitmq.ssl.trust-store, or does not name this host)"
+                        } else {
+                            " (TLS: the broker's certificate is not signed by a CA the system trusts; set spring.rabbitmq.ssl.trust-store to its CA)"
+                        });
+                    }
+                }
                 Err(_) => last = format!("timed out after {:?}", self.timeout),
             }
         }

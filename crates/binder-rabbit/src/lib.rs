@@ -15,6 +15,7 @@ mod producer;
 pub mod provisioning;
 mod scaling;
 mod shared;
+mod tls;
 mod transaction;
 
 pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory};
