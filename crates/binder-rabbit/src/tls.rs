@@ -172,15 +172,19 @@ mod tests {
 
     #[test]
     fn unverified_connections_are_refused_naming_the_key() {
-        let mut ssl = RabbitSslProperties::default();
-        ssl.verify_hostname = false;
+        let ssl = RabbitSslProperties {
+            verify_hostname: false,
+            ..RabbitSslProperties::default()
+        };
         assert!(
             tls_config(&ssl)
                 .unwrap_err()
                 .contains("spring.rabbitmq.ssl.verify-hostname=false")
         );
-        let mut ssl = RabbitSslProperties::default();
-        ssl.trust_store = Some("/nonexistent/ca.pem".into());
+        let ssl = RabbitSslProperties {
+            trust_store: Some("/nonexistent/ca.pem".into()),
+            ..RabbitSslProperties::default()
+        };
         assert!(
             tls_config(&ssl)
                 .unwrap_err()
