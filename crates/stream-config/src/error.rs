@@ -140,6 +140,19 @@ impl fmt::Display for UnknownKeys {
 
 /// A key that is accepted, as Spring accepts it, but has no effect here. The runtime logs each
 /// one once at startup ([`StreamConfig::notices`](crate::StreamConfig::notices)).
+///
+/// ```
+/// use stream_config::{Environment, StreamConfig};
+/// let env = Environment::builder()
+///     .env_vars([("SPRING_CLOUD_STREAM_METRICS_KEY", "app")])
+///     .build()?;
+/// let config = StreamConfig::builder(env).build()?;
+/// let notice = &config.notices()[0];
+/// assert_eq!(notice.key, "spring.cloud.stream.metrics.key");
+/// assert_eq!(notice.origin, "environment variable SPRING_CLOUD_STREAM_METRICS_KEY");
+/// assert!(notice.to_string().contains("has no effect here"));
+/// # Ok::<(), stream_config::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Notice {
