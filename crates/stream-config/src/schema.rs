@@ -258,21 +258,34 @@ fn walk_lenient(
     i: usize,
 ) -> Option<(Fit, Vec<String>)> {
     let n = words.len();
-    let unknown_here = || {
+    // The unknown rest: one kebab-case segment when it is close to a known name here (a
+    // misspelt `MAX_ATTEMTPS`), else Spring's plain mapping (an unregistered binder's
+    // `OTHER_BINDER_BROKERS`).
+    let unknown_here = |names: &[&str]| {
         (i < n).then(|| {
+            let joined = words[i..].join("-");
+            let compact = joined.replace('-', "");
+            let near = names.iter().any(|c| {
+                strsim::normalized_damerau_levenshtein(&compact, &c.replace('-', "")) >= 0.7
+            });
+            let segs = if near {
+                vec![joined]
+            } else {
+                fallback(&words[i..])
+            };
             (
                 Fit {
                     known: 0,
                     unknown: n - i,
                 },
-                vec![words[i..].join("-")],
+                segs,
             )
         })
     };
     match node {
         Node::Leaf | Node::List => walk_env(root, node, words, i)
             .map(|s| (Fit::EXACT, s))
-            .or_else(unknown_here),
+            .or_else(|| unknown_here(&[])),
         Node::Map | Node::NoEffect(_) | Node::Moved { .. } => {
             walk_env(root, node, words, i).map(|s| (Fit::EXACT, s))
         }
@@ -332,7 +345,8 @@ fn walk_lenient(
                 // below it is reported.
                 return best.or_else(|| Some((Fit::EXACT, fallback(&words[i..]))));
             }
-            consider(unknown_here());
+            let names: Vec<&str> = ex.children.iter().map(|(c, _)| c.as_str()).collect();
+            consider(unknown_here(&names));
             best
         }
     }

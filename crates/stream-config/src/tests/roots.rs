@@ -205,6 +205,19 @@ fn misspelt_env_vars_keep_binding_names_and_suggest_in_env_form() {
 }
 
 #[test]
+fn unknown_env_var_trees_keep_spring_s_plain_mapping() {
+    let err = err_text(from_vars(&[(
+        "SPRING_CLOUD_STREAM_KAFKA_BINDER_BROKERS",
+        "b:9092",
+    )]));
+    assert!(
+        err.contains("unknown key `spring.cloud.stream.kafka.binder.brokers`")
+            && err.contains("registered binder types: testmq"),
+        "{err}"
+    );
+}
+
+#[test]
 fn zero_attempts_concurrency_and_partition_count_are_rejected() {
     for (key, want) in [
         (
