@@ -99,12 +99,30 @@ struct FlakyFactory {
     hang_on: Option<&'static str>,
 }
 
+stream_config::properties! {
+    /// The flaky broker's own top-level keys, `spring.flaky.*` (as `spring.rabbitmq.*`).
+    pub struct FlakyConnection {
+        /// Broker host.
+        pub host: String = "localhost".to_owned(),
+        /// Broker port.
+        pub port: u16 = 1234,
+        /// No effect: the flaky broker keeps no connection cache.
+        pub cache: stream_config::NoEffect = stream_config::NoEffect,
+    }
+}
+
 impl BinderFactory for FlakyFactory {
     type Binder = Flaky;
     type Properties = MemoryBinderProperties;
 
     fn binder_type(&self) -> &'static str {
         "flaky"
+    }
+
+    fn root_schemas(&self) -> Vec<stream_config::RootSchema> {
+        vec![stream_config::RootSchema::new::<FlakyConnection>(
+            "spring.flaky",
+        )]
     }
 
     async fn create(
@@ -530,5 +548,46 @@ async fn an_output_with_auto_startup_false_sends_only_once_started() {
         .await
         .expect("the message sent after start");
     assert_eq!(&got.payload()[..], b"late");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_third_party_binder_declares_its_top_level_keys() {
+    let flaky = || FlakyFactory {
+        hang_on: None,
+        broker: InMemoryBroker::new(),
+        failures: 0,
+        caps: all_caps(),
+    };
+    // A misspelt key under the binder's root fails the build with a suggestion...
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.flaky.hots", "broker")]))
+        .binder(flaky())
+        .build()
+        .await
+        .expect_err("typo");
+    assert!(
+        err.to_string()
+            .contains("did you mean `spring.flaky.host`?"),
+        "{err}"
+    );
+    // ...a wrong type names the key at start-up...
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.flaky.port", "many")]))
+        .binder(flaky())
+        .build()
+        .await
+        .expect_err("wrong type");
+    assert!(err.to_string().contains("`spring.flaky.port`"), "{err}");
+    // ...and keys without effect are accepted.
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.flaky.host", "broker"),
+            ("spring.flaky.cache.size", "5"),
+        ]))
+        .binder(flaky())
+        .build()
+        .await
+        .expect("accepted");
     app.shutdown().await.expect("clean shutdown");
 }
