@@ -264,10 +264,7 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
     let function = Node::group(vec![
         ("definition", Node::Leaf),
         ("bindings", Node::Map),
-        (
-            "routing-expression",
-            Node::NoEffect(ROUTING_NO_EFFECT.to_owned()),
-        ),
+        ("routing-expression", Node::Leaf),
         ("ineligible-definitions", Node::List),
     ]);
     let mut extras: Vec<(String, Node)> = vec![
@@ -304,10 +301,7 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
     }
     let cloud_function = Node::group(vec![
         ("definition", Node::Leaf),
-        (
-            "routing-expression",
-            Node::NoEffect(ROUTING_NO_EFFECT.to_owned()),
-        ),
+        ("routing-expression", Node::Leaf),
         ("ineligible-definitions", Node::List),
         ("expected-content-type", Node::Leaf),
         ("scan", Node::Map),
@@ -339,22 +333,12 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
 
 /// The keys of Spring Cloud Stream and Spring Cloud Function accepted without effect, and why
 /// (for the generated reference).
-pub(crate) fn no_effect_keys() -> [(&'static str, &'static str); 3] {
-    [
-        ("spring.cloud.stream.metrics.*", METRICS_NO_EFFECT),
-        (
-            "spring.cloud.function.routing-expression",
-            ROUTING_NO_EFFECT,
-        ),
-        (
-            "spring.cloud.stream.function.routing-expression",
-            ROUTING_NO_EFFECT,
-        ),
-    ]
+pub(crate) fn no_effect_keys() -> [(&'static str, &'static str); 1] {
+    [("spring.cloud.stream.metrics.*", METRICS_NO_EFFECT)]
 }
 
-/// Why `spring.cloud.function.routing-expression` has no effect.
-const ROUTING_NO_EFFECT: &str = "the `functionRouter` function is not implemented; route with a function that returns its output with the `spring.cloud.stream.sendto.destination` header";
+/// Why a routing expression without the routing function has no effect.
+const ROUTING_UNUSED: &str = "read only by the `functionRouter` function, as in Spring; set `spring.cloud.function.definition=functionRouter` to route each message to the function it names";
 
 /// Why `spring.cloud.stream.metrics.*` has no effect.
 const METRICS_NO_EFFECT: &str = "Spring's metrics emitter binding is not implemented; meters are exposed through the admin endpoint (`management.*`, /actuator/prometheus)";
@@ -453,6 +437,24 @@ impl StreamConfigBuilder {
             .filter(|d| !d.is_empty())
             .map(str::to_owned);
 
+        for key in [
+            "spring.cloud.function.routing-expression",
+            "spring.cloud.stream.function.routing-expression",
+        ] {
+            let routed = function_definition
+                .as_deref()
+                .is_some_and(|d| d.split(';').any(|f| f.trim() == "functionRouter"));
+            if let Some(p) = env.property(key)
+                && !routed
+            {
+                notices.push(Notice {
+                    key: key.to_owned(),
+                    origin: p.origin().to_string(),
+                    reason: ROUTING_UNUSED.to_owned(),
+                });
+            }
+        }
+
         let mut binders = BTreeMap::new();
         for name in env.child_names(&format!("{STREAM_PREFIX}.binders")) {
             let prefix = format!("{STREAM_PREFIX}.binders.{name}");
@@ -514,6 +516,7 @@ impl StreamConfigBuilder {
         for ext in &config.extensions {
             ext.check(&config.env, &names)?;
         }
+        notices.sort_by(|a, b| a.key.cmp(&b.key));
         config.notices = notices;
         Ok(config)
     }
@@ -594,7 +597,7 @@ impl StreamConfig {
     }
 
     /// Keys that are accepted, as Spring accepts them, but have no effect here, each once with
-    /// its origin and why. The runtime logs each at startup (WARN).
+    /// its origin and why, sorted by key. The runtime logs each at startup (WARN).
     ///
     /// ```
     /// use stream_config::{Environment, StreamConfig};
@@ -604,7 +607,7 @@ impl StreamConfig {
     ///     .build()?;
     /// let config = StreamConfig::builder(env).build()?;
     /// let keys: Vec<&str> = config.notices().iter().map(|n| n.key.as_str()).collect();
-    /// assert_eq!(keys, ["spring.cloud.stream.metrics.key", "spring.cloud.stream.bindings.out.producer.partitioned"]);
+    /// assert_eq!(keys, ["spring.cloud.stream.bindings.out.producer.partitioned", "spring.cloud.stream.metrics.key"]);
     /// # Ok::<(), stream_config::ConfigError>(())
     /// ```
     pub fn notices(&self) -> &[Notice] {
