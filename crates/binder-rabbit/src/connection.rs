@@ -116,9 +116,15 @@ impl ConnectionFactory {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // As Spring Boot, `ssl.*` matters only when TLS is used.
+        let tls = if uris.iter().any(|u| u.scheme == AMQPScheme::AMQPS) {
+            crate::tls::tls_config(&c.ssl)?
+        } else {
+            lapin::tcp::OwnedTLSConfig::default()
+        };
         Ok(ConnectionFactory {
             uris,
-            tls: crate::tls::tls_config(&c.ssl)?,
+            tls,
             target,
             timeout,
             name_prefix: b.connection_name_prefix.clone(),
@@ -350,6 +356,27 @@ mod tests {
         assert_eq!(u.vhost, "/");
         assert_eq!(f.target(), "amqp://localhost:5672/");
         assert!(!f.target().contains("guest"));
+    }
+
+    #[test]
+    fn ssl_settings_apply_only_with_tls() {
+        // Unused without TLS, as in Spring Boot: not even read.
+        let f = factory("spring.rabbitmq.ssl.trust-store=/nonexistent.pem\nspring.rabbitmq.ssl.verify-hostname=false")
+            .expect("no TLS, ssl.* unused");
+        assert_eq!(f.tls, lapin::tcp::OwnedTLSConfig::default());
+        let e = factory(
+            "spring.rabbitmq.ssl.enabled=true\nspring.rabbitmq.ssl.trust-store=/nonexistent.pem",
+        )
+        .expect_err("TLS reads the trust store");
+        assert!(
+            e.contains("spring.rabbitmq.ssl.trust-store: cannot read"),
+            "{e}"
+        );
+        let e = factory(
+            "spring.rabbitmq.addresses=amqps://h:5671\nspring.rabbitmq.ssl.verify-hostname=false",
+        )
+        .expect_err("amqps addresses use TLS");
+        assert!(e.contains("verify-hostname=false is not supported"), "{e}");
     }
 
     #[test]
