@@ -22,6 +22,8 @@ struct Flaky {
     inner: InMemoryBinder,
     failures_left: AtomicU32,
     caps: Capabilities,
+    /// A destination whose producer provisioning never answers (a broker that does not reply).
+    hang_on: Option<&'static str>,
 }
 
 impl Binder for Flaky {
@@ -55,6 +57,9 @@ impl Binder for Flaky {
         &self,
         spec: &ProducerSpec<MemoryProducerProperties>,
     ) -> Result<String, BinderError> {
+        if self.hang_on == Some(&*spec.destination) {
+            std::future::pending::<()>().await;
+        }
         self.inner.provision_producer(spec).await
     }
 
@@ -91,6 +96,19 @@ struct FlakyFactory {
     broker: InMemoryBroker,
     failures: u32,
     caps: Capabilities,
+    hang_on: Option<&'static str>,
+}
+
+stream_config::properties! {
+    /// The flaky broker's own top-level keys, `spring.flaky.*` (as `spring.rabbitmq.*`).
+    pub struct FlakyConnection {
+        /// Broker host.
+        pub host: String = "localhost".to_owned(),
+        /// Broker port.
+        pub port: u16 = 1234,
+        /// No effect: the flaky broker keeps no connection cache.
+        pub cache: stream_config::NoEffect = stream_config::NoEffect,
+    }
 }
 
 impl BinderFactory for FlakyFactory {
@@ -101,6 +119,12 @@ impl BinderFactory for FlakyFactory {
         "flaky"
     }
 
+    fn root_schemas(&self) -> Vec<stream_config::RootSchema> {
+        vec![stream_config::RootSchema::new::<FlakyConnection>(
+            "spring.flaky",
+        )]
+    }
+
     async fn create(
         &self,
         _ctx: BinderContext<MemoryBinderProperties>,
@@ -109,6 +133,7 @@ impl BinderFactory for FlakyFactory {
             inner: InMemoryBinder::new(self.broker.clone()),
             failures_left: AtomicU32::new(self.failures),
             caps: self.caps,
+            hang_on: self.hang_on,
         })
     }
 }
@@ -133,6 +158,7 @@ async fn unreachable_broker_at_bind_time_is_retried_every_binding_retry_interval
             ("spring.cloud.stream.bindings.c-in-0.group", "g"),
         ]))
         .binder(FlakyFactory {
+            hang_on: None,
             broker: broker.clone(),
             failures: 2,
             caps: all_caps(),
@@ -177,6 +203,7 @@ async fn a_zero_binding_retry_interval_makes_an_unreachable_broker_fatal() {
             ("spring.cloud.stream.bindings.c-in-0.group", "g"),
         ]))
         .binder(FlakyFactory {
+            hang_on: None,
             broker: InMemoryBroker::new(),
             failures: 1,
             caps: all_caps(),
@@ -199,6 +226,7 @@ async fn a_feature_the_binder_lacks_fails_at_bind_time_naming_it() {
             ),
         ]))
         .binder(FlakyFactory {
+            hang_on: None,
             broker: InMemoryBroker::new(),
             failures: 0,
             caps: Capabilities::none().with(Capability::ConsumerGroups),
@@ -210,6 +238,47 @@ async fn a_feature_the_binder_lacks_fails_at_bind_time_naming_it() {
     let text = err.to_string();
     assert!(text.contains("does not support partitioning"), "{text}");
     assert!(text.contains("c-in-0"), "{text}");
+}
+
+#[tokio::test]
+async fn a_dynamic_destination_that_never_binds_does_not_block_the_others() {
+    let broker = InMemoryBroker::new();
+    let app = StreamApp::builder()
+        .environment(env(&[]))
+        .binder(FlakyFactory {
+            broker: broker.clone(),
+            failures: 0,
+            caps: all_caps(),
+            hang_on: Some("stuck"),
+        })
+        .build()
+        .await
+        .expect("binds");
+    let bridge = app.bridge();
+    bridge
+        .send("bound", "first".to_owned())
+        .await
+        .expect("bound");
+    let stuck = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move { bridge.send("stuck", "x".to_owned()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let quick = async {
+        bridge.send("bound", "second".to_owned()).await?;
+        bridge.send("fresh", "third".to_owned()).await
+    };
+    tokio::time::timeout(Duration::from_secs(5), quick)
+        .await
+        .expect("sends to other destinations do not wait for the stuck one")
+        .expect("sent");
+    assert!(
+        !stuck.is_finished(),
+        "the stuck destination is still binding"
+    );
+    assert_eq!(bridge.dynamic_destinations().await, ["bound", "fresh"]);
+    stuck.abort();
+    app.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test]
@@ -281,6 +350,7 @@ async fn binder_choice_follows_binders_config_and_default_binder() {
                 .environment(env(&pairs))
                 .binder(InMemoryBinderFactory::with_broker(broker.clone()))
                 .binder(FlakyFactory {
+                    hang_on: None,
                     broker,
                     failures: 0,
                     caps: all_caps(),
@@ -402,6 +472,7 @@ async fn a_recovery_needing_an_undeclared_capability_is_refused_at_bind_time() {
     let err = StreamApp::builder()
         .environment(env(&[("spring.cloud.stream.bindings.c-in-0.group", "g")]))
         .binder(FlakyFactory {
+            hang_on: None,
             broker: InMemoryBroker::new(),
             failures: 0,
             caps: Capabilities::none().with(Capability::ConsumerGroups),
@@ -427,6 +498,7 @@ async fn acknowledge_modes_need_their_capabilities() {
                 mode,
             )]))
             .binder(FlakyFactory {
+                hang_on: None,
                 broker: InMemoryBroker::new(),
                 failures: 0,
                 caps: all_caps(),
@@ -437,4 +509,85 @@ async fn acknowledge_modes_need_their_capabilities() {
             .expect_err("not declared");
         assert!(err.to_string().contains(feature), "{err}");
     }
+}
+
+#[tokio::test]
+async fn an_output_with_auto_startup_false_sends_only_once_started() {
+    let broker = InMemoryBroker::new();
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.stream.output-bindings", "out"),
+            ("spring.cloud.stream.bindings.out.destination", "later"),
+            (
+                "spring.cloud.stream.bindings.out.producer.auto-startup",
+                "false",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .build()
+        .await
+        .expect("binds");
+    broker.capture("later");
+    let err = app
+        .bridge()
+        .send("out", "early".to_owned())
+        .await
+        .expect_err("not started");
+    assert!(err.to_string().contains("is stopped"), "{err}");
+    let handle = app.handle();
+    handle
+        .command("out", stream_core::app::BindingCommand::Start)
+        .await
+        .expect("start");
+    app.bridge()
+        .send("out", "late".to_owned())
+        .await
+        .expect("started");
+    let got = broker
+        .receive("later", Duration::from_secs(2))
+        .await
+        .expect("the message sent after start");
+    assert_eq!(&got.payload()[..], b"late");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_third_party_binder_declares_its_top_level_keys() {
+    let flaky = || FlakyFactory {
+        hang_on: None,
+        broker: InMemoryBroker::new(),
+        failures: 0,
+        caps: all_caps(),
+    };
+    // A misspelt key under the binder's root fails the build with a suggestion...
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.flaky.hots", "broker")]))
+        .binder(flaky())
+        .build()
+        .await
+        .expect_err("typo");
+    assert!(
+        err.to_string()
+            .contains("did you mean `spring.flaky.host`?"),
+        "{err}"
+    );
+    // ...a wrong type names the key at start-up...
+    let err = StreamApp::builder()
+        .environment(env(&[("spring.flaky.port", "many")]))
+        .binder(flaky())
+        .build()
+        .await
+        .expect_err("wrong type");
+    assert!(err.to_string().contains("`spring.flaky.port`"), "{err}");
+    // ...and keys without effect are accepted.
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.flaky.host", "broker"),
+            ("spring.flaky.cache.size", "5"),
+        ]))
+        .binder(flaky())
+        .build()
+        .await
+        .expect("accepted");
+    app.shutdown().await.expect("clean shutdown");
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use stream_config::{
     ManagementProperties, Properties, reference_markdown, stream_reference_markdown,
 };
+use stream_core::binder::AnyBinderFactory;
 use stream_core::memory::{MEMORY_BINDER_TYPE, MemoryConsumerProperties};
 
 fn expected() -> String {
@@ -31,6 +32,32 @@ fn expected() -> String {
         "management",
         &ManagementProperties::descriptors(),
     ));
+    // The top-level roots the in-tree binders declare (validated and env-mapped like the rest).
+    let factories = [
+        AnyBinderFactory::new(binder_rabbit::RabbitBinderFactory::new()),
+        AnyBinderFactory::new(binder_rocketmq::RocketMqBinderFactory::builder().build()),
+    ];
+    for factory in factories {
+        for root in factory.extension_schema().roots() {
+            out.push('\n');
+            match root.moved_note() {
+                Some(note) => out.push_str(&format!(
+                    "## `{}.*` ({} binder): not keys\n\nEvery key below is an error naming the real key: {note}.\n",
+                    root.prefix(),
+                    factory.binder_type()
+                )),
+                None => out.push_str(&reference_markdown(
+                    &format!(
+                        "`{}.*` (declared by the {} binder; keys marked \"no effect\" are accepted and logged once)",
+                        root.prefix(),
+                        factory.binder_type()
+                    ),
+                    root.prefix(),
+                    &root.descriptors(),
+                )),
+            }
+        }
+    }
     out
 }
 

@@ -981,3 +981,58 @@ async fn a_stream_bridge_only_app_runs_next_to_a_service_s_definition() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn function_router_routes_each_message_by_the_routing_expression() {
+    let broker = InMemoryBroker::new();
+    let upper = Arc::new(Mutex::new(Vec::<String>::new()));
+    let lower = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (u, l) = (upper.clone(), lower.clone());
+    let app = StreamApp::builder()
+        .environment(env(&[
+            ("spring.cloud.function.definition", "functionRouter"),
+            ("spring.cloud.function.routing-expression", "headers['to']"),
+            (
+                "spring.cloud.stream.bindings.functionRouter-in-0.destination",
+                "routed",
+            ),
+        ]))
+        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+        .consumer("upper", move |s: String| {
+            let u = u.clone();
+            async move {
+                u.lock().expect("lock").push(s.to_uppercase());
+                Ok::<_, FunctionError>(())
+            }
+        })
+        .consumer("lower", move |s: String| {
+            let l = l.clone();
+            async move {
+                l.lock().expect("lock").push(s.to_lowercase());
+                Ok::<_, FunctionError>(())
+            }
+        })
+        .build()
+        .await
+        .expect("app binds");
+    broker.send("routed", Message::bytes("Hello").with_header("to", "upper"));
+    broker.send("routed", Message::bytes("World").with_header("to", "lower"));
+    // The definition header wins over the expression, as in Spring.
+    broker.send(
+        "routed",
+        Message::bytes("Both")
+            .with_header("to", "upper")
+            .with_header("spring.cloud.function.definition", "lower"),
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while (upper.lock().expect("lock").len() + lower.lock().expect("lock").len()) < 3
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*upper.lock().expect("lock"), ["HELLO"]);
+    assert_eq!(*lower.lock().expect("lock"), ["world", "both"]);
+    let names: Vec<String> = app.bindings().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["functionRouter-in-0"]);
+    app.shutdown().await.expect("clean shutdown");
+}

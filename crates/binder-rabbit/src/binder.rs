@@ -487,6 +487,14 @@ impl BinderFactory for RabbitBinderFactory {
         "rabbitmq"
     }
 
+    /// Spring Boot's `spring.rabbitmq.*`: validated, mapped from environment variables and
+    /// type-checked at startup with the rest of the configuration.
+    fn root_schemas(&self) -> Vec<stream_core::stream_config::RootSchema> {
+        vec![stream_core::stream_config::RootSchema::new::<
+            RabbitConnectionProperties,
+        >(crate::config::CONNECTION_PREFIX)]
+    }
+
     async fn create(
         &self,
         context: BinderContext<RabbitBinderProperties>,

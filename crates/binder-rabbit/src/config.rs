@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use stream_config::{ConfigError, Environment, PropertyField, PropertyKind, Secret};
+use stream_config::{ConfigError, Environment, NoEffect, PropertyField, PropertyKind, Secret};
 
 use stream_core::AckMode;
 
@@ -64,6 +64,9 @@ impl DeliveryMode {
     }
 }
 
+/// Prefix of Spring Boot's connection keys.
+pub const CONNECTION_PREFIX: &str = "spring.rabbitmq";
+
 /// A string property for which "set to nothing" differs from "not set":
 /// `dlq-dead-letter-exchange=` (empty) means the default exchange, absent means no
 /// dead-lettering. Read it with [`NullableString::get`].
@@ -106,10 +109,34 @@ impl PropertyField for NullableString {
 }
 
 stream_config::properties! {
-    /// TLS settings (`spring.rabbitmq.ssl.*`).
+    /// TLS settings (`spring.rabbitmq.ssl.*`, Spring Boot's keys).
     pub struct RabbitSslProperties {
-        /// Whether to connect with TLS (`amqps`); the port defaults to 5671 then.
+        /// Whether to connect with TLS (`amqps`); the port defaults to 5671 then. Also on when `addresses` use `amqps://`.
         pub enabled: bool = false,
+        /// Trusted CA certificates (added to the system's roots): a PEM file, or a PKCS12 trust store as keytool writes it; JKS is not readable here (convert it with `keytool -importkeystore -deststoretype PKCS12`). A `file:` prefix is accepted.
+        pub trust_store: Option<String> = None,
+        /// Type of the trust store: JKS (Boot's default; a PEM or PKCS12 file given with it is recognised by its content), PKCS12 or PEM.
+        pub trust_store_type: String = "JKS".to_owned(),
+        /// Password of a PKCS12 trust store.
+        pub trust_store_password: Option<Secret> = None,
+        /// Client certificate and key presented to the broker: a PKCS12 file, or a PEM file holding the certificate chain and the PKCS8 private key (`key-store-type` PEM).
+        pub key_store: Option<String> = None,
+        /// Type of the key store: PKCS12 (Boot's default) or PEM.
+        pub key_store_type: String = "PKCS12".to_owned(),
+        /// Password of a PKCS12 key store.
+        pub key_store_password: Option<Secret> = None,
+        /// Whether the server's certificate is validated; false is refused here (an unverified TLS connection is not offered).
+        pub validate_server_certificate: bool = true,
+        /// Whether the server's host name is checked against its certificate; false is refused here, as above.
+        pub verify_hostname: bool = true,
+        /// No effect: the TLS protocol version is negotiated by rustls (TLS 1.2 or 1.3).
+        pub algorithm: NoEffect = NoEffect,
+        /// No effect: Java key manager algorithm (SunX509).
+        pub key_store_algorithm: NoEffect = NoEffect,
+        /// No effect: Java trust manager algorithm (SunX509).
+        pub trust_store_algorithm: NoEffect = NoEffect,
+        /// No effect: SSL bundles (`spring.ssl.bundle.*`) are not read; use trust-store / key-store.
+        pub bundle: NoEffect = NoEffect,
     }
 
     /// Connection settings read from `spring.rabbitmq.*` (Spring Boot's keys and defaults).
@@ -132,10 +159,30 @@ stream_config::properties! {
         pub connection_timeout: Option<Duration> = None,
         /// Requested heartbeat; a bare number is seconds (Spring Boot); 60 s when not set.
         pub requested_heartbeat: Option<String> = None,
+        /// Largest number of channels per connection asked of the broker (0: no limit).
+        pub requested_channel_max: u16 = 2047,
         /// Publisher confirms: none (fire-and-forget), simple or correlated (each send waits for its own confirm; many in flight).
         pub publisher_confirm_type: ConfirmType = ConfirmType::None,
+        /// Legacy Spring Boot key (before 2.2): true means publisher-confirm-type correlated, as Boot mapped it.
+        pub publisher_confirms: Option<bool> = None,
         /// Whether publisher returns are enabled: producers with `error-channel-enabled` then publish mandatory and report returned messages.
         pub publisher_returns: bool = false,
+        /// No effect: addresses are tried in the order given.
+        pub address_shuffle_mode: NoEffect = NoEffect,
+        /// No effect: channel RPCs are bounded by the connection timeout and the broker.
+        pub channel_rpc_timeout: NoEffect = NoEffect,
+        /// No effect: inbound bodies are bounded by the broker's max message size (and `max-decompressed-size`).
+        pub max_inbound_message_body_size: NoEffect = NoEffect,
+        /// No effect: the binder keeps one consumer and one publisher connection, channels are not cached.
+        pub cache: NoEffect = NoEffect,
+        /// No effect: Spring AMQP listener containers; consumers are set with `spring.cloud.stream.rabbit.bindings.<name>.consumer.*`.
+        pub listener: NoEffect = NoEffect,
+        /// No effect: `RabbitTemplate` settings; producers are set with `spring.cloud.stream.rabbit.bindings.<name>.producer.*`.
+        pub template: NoEffect = NoEffect,
+        /// No effect: `RabbitAdmin` auto-declaration; the binder always declares its topology.
+        pub dynamic: NoEffect = NoEffect,
+        /// No effect: RabbitMQ stream queues (the stream plugin) are not supported yet.
+        pub stream: NoEffect = NoEffect,
     }
 
     /// Binder-wide settings (`spring.cloud.stream.rabbit.binder.*`).
@@ -401,9 +448,16 @@ stream_config::properties! {
 
 impl RabbitConnectionProperties {
     /// Reads `spring.rabbitmq.*` from an environment.
+    /// `publisher-confirms=true` (Spring Boot's legacy key) means `publisher-confirm-type`
+    /// correlated unless that is set too, as Boot mapped it.
     pub fn from_environment(env: &Environment) -> Result<Self, ConfigError> {
         let mut props = RabbitConnectionProperties::default();
-        env.bind("spring.rabbitmq", &mut props)?;
+        env.bind(CONNECTION_PREFIX, &mut props)?;
+        if props.publisher_confirms == Some(true)
+            && props.publisher_confirm_type == ConfirmType::None
+        {
+            props.publisher_confirm_type = ConfirmType::Correlated;
+        }
         Ok(props)
     }
 
@@ -602,5 +656,24 @@ mod tests {
         assert_eq!(c.heartbeat(), Ok(Some(Duration::from_secs(30))));
         assert_eq!(c.port, Some(5673));
         assert_eq!(c.publisher_confirm_type, ConfirmType::Correlated);
+    }
+
+    #[test]
+    fn legacy_publisher_confirms_means_correlated() {
+        let c = RabbitConnectionProperties::from_environment(&env(
+            "spring.rabbitmq.publisher-confirms=true",
+        ))
+        .expect("bind");
+        assert_eq!(c.publisher_confirm_type, ConfirmType::Correlated);
+        let c = RabbitConnectionProperties::from_environment(&env(
+            "spring.rabbitmq.publisher-confirms=true\nspring.rabbitmq.publisher-confirm-type=simple",
+        ))
+        .expect("bind");
+        assert_eq!(c.publisher_confirm_type, ConfirmType::Simple);
+        let c = RabbitConnectionProperties::from_environment(&env(
+            "spring.rabbitmq.publisher-confirms=false",
+        ))
+        .expect("bind");
+        assert_eq!(c.publisher_confirm_type, ConfirmType::None);
     }
 }

@@ -20,6 +20,8 @@ const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct ConnectionFactory {
     uris: Vec<AMQPUri>,
+    /// `spring.rabbitmq.ssl.*` for `amqps` addresses.
+    tls: lapin::tcp::OwnedTLSConfig,
     target: String,
     timeout: Duration,
     name_prefix: Option<String>,
@@ -43,6 +45,7 @@ impl ConnectionFactory {
         let timeout = c.connection_timeout.unwrap_or(DEFAULT_CONNECTION_TIMEOUT);
         let query = AMQPQueryString {
             heartbeat,
+            channel_max: Some(c.requested_channel_max),
             connection_timeout: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             ..AMQPQueryString::default()
         };
@@ -113,8 +116,15 @@ impl ConnectionFactory {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // As Spring Boot, `ssl.*` matters only when TLS is used.
+        let tls = if uris.iter().any(|u| u.scheme == AMQPScheme::AMQPS) {
+            crate::tls::tls_config(&c.ssl)?
+        } else {
+            lapin::tcp::OwnedTLSConfig::default()
+        };
         Ok(ConnectionFactory {
             uris,
+            tls,
             target,
             timeout,
             name_prefix: b.connection_name_prefix.clone(),
@@ -138,6 +148,7 @@ impl ConnectionFactory {
         Some(ConnectionFactory {
             target: format!("{}:{}", uri.authority.host, uri.authority.port),
             uris: vec![uri],
+            tls: self.tls.clone(),
             timeout: self.timeout,
             name_prefix: self.name_prefix.clone(),
             counter: AtomicU64::new(0),
@@ -155,9 +166,15 @@ impl ConnectionFactory {
             } else {
                 props = props.with_connection_name(format!("stream-rs {purpose}").into());
             }
-            let attempt =
-                tokio::time::timeout(self.timeout, Connection::connect_uri(uri.clone(), props))
-                    .await;
+            let runtime = lapin::runtime::default_runtime().map_err(|e| RabbitError::Connect {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            })?;
+            let attempt = tokio::time::timeout(
+                self.timeout,
+                Connection::connect_uri_with_config(uri.clone(), props, self.tls.clone(), runtime),
+            )
+            .await;
             match attempt {
                 Ok(Ok(conn)) => {
                     let address = format!("{}:{}", uri.authority.host, uri.authority.port);
@@ -169,7 +186,16 @@ impl ConnectionFactory {
                     );
                     return Ok((conn, address));
                 }
-                Ok(Err(e)) => last = e.to_string(),
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    if uri.scheme == AMQPScheme::AMQPS && last.contains("certificate") {
+                        last.push_str(if self.tls.cert_chain.is_some() {
+                            " (TLS: the broker's certificate is not signed by a CA of spring.rabbitmq.ssl.trust-store, or does not name this host)"
+                        } else {
+                            " (TLS: the broker's certificate is not signed by a CA the system trusts; set spring.rabbitmq.ssl.trust-store to its CA)"
+                        });
+                    }
+                }
                 Err(_) => last = format!("timed out after {:?}", self.timeout),
             }
         }
@@ -330,6 +356,27 @@ mod tests {
         assert_eq!(u.vhost, "/");
         assert_eq!(f.target(), "amqp://localhost:5672/");
         assert!(!f.target().contains("guest"));
+    }
+
+    #[test]
+    fn ssl_settings_apply_only_with_tls() {
+        // Unused without TLS, as in Spring Boot: not even read.
+        let f = factory("spring.rabbitmq.ssl.trust-store=/nonexistent.pem\nspring.rabbitmq.ssl.verify-hostname=false")
+            .expect("no TLS, ssl.* unused");
+        assert_eq!(f.tls, lapin::tcp::OwnedTLSConfig::default());
+        let e = factory(
+            "spring.rabbitmq.ssl.enabled=true\nspring.rabbitmq.ssl.trust-store=/nonexistent.pem",
+        )
+        .expect_err("TLS reads the trust store");
+        assert!(
+            e.contains("spring.rabbitmq.ssl.trust-store: cannot read"),
+            "{e}"
+        );
+        let e = factory(
+            "spring.rabbitmq.addresses=amqps://h:5671\nspring.rabbitmq.ssl.verify-hostname=false",
+        )
+        .expect_err("amqps addresses use TLS");
+        assert!(e.contains("verify-hostname=false is not supported"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Errors of the RabbitMQ binder, and their mapping to [`stream_core::BinderError`].
 
-use stream_core::BinderError;
+use stream_core::{BinderError, Undelivered};
 
 /// A failure of the RabbitMQ binder. Converted to [`BinderError`] at the trait boundary.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,33 @@ impl RabbitError {
         }
     }
 
+    /// A returned or nacked message as the core's typed fields.
+    pub(crate) fn undelivered(&self) -> Option<Undelivered> {
+        match self {
+            RabbitError::Returned {
+                exchange,
+                routing_key,
+                reply_code,
+                reply_text,
+            } => Some(Undelivered::Returned {
+                reply_code: *reply_code,
+                reply_text: reply_text.clone(),
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+            }),
+            RabbitError::Nacked {
+                exchange,
+                routing_key,
+                reason,
+            } => Some(Undelivered::Nacked {
+                reason: reason.clone(),
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Converts to a [`BinderError`] about `destination`: temporary when retrying may
     /// succeed ([`RabbitError::is_transient`]), so the runtime's late binding retries it.
     pub fn into_binder_error(self, destination: &str) -> BinderError {
@@ -110,9 +137,14 @@ impl RabbitError {
             RabbitError::Conflict { .. }
             | RabbitError::Declaration { .. }
             | RabbitError::NameTooLong(_) => BinderError::provisioning(destination, &self),
-            RabbitError::Returned { .. } | RabbitError::Nacked { .. } | RabbitError::Payload(_) => {
-                BinderError::send(destination, &self)
+            RabbitError::Returned { .. } | RabbitError::Nacked { .. } => {
+                let mut e = BinderError::send(destination, &self);
+                if let Some(u) = self.undelivered() {
+                    e = e.with_undelivered(u);
+                }
+                e
             }
+            RabbitError::Payload(_) => BinderError::send(destination, &self),
             RabbitError::Lapin { context, source } if transient => {
                 BinderError::connection(format!("RabbitMQ ({context})"), source)
                     .with_destination(destination)

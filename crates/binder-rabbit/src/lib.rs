@@ -15,6 +15,7 @@ mod producer;
 pub mod provisioning;
 mod scaling;
 mod shared;
+mod tls;
 mod transaction;
 
 pub use binder::{BINDER_TYPE, RabbitBinder, RabbitBinderFactory};
@@ -36,5 +37,5 @@ pub use stream_core::stream_config;
 pub use stream_core::{
     AckMode, Acknowledger, Acknowledgment, BinderError, BoxError, ConversionError, FunctionError,
     HeaderValue, Headers, Message, PollableConsumer, SpecialOutcome, StreamApp, StreamAppBuilder,
-    StreamBridge, StreamError,
+    StreamBridge, StreamError, Undelivered,
 };

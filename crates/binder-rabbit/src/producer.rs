@@ -289,10 +289,13 @@ impl RabbitProducer {
     }
 
     fn send_error(&self, routing_key: &str, e: Arc<RabbitError>) -> BinderError {
-        let err = BinderError::send(
+        let mut err = BinderError::send(
             self.exchange_name(),
             format!("routing key `{routing_key}`: {e}"),
         );
+        if let Some(u) = e.undelivered() {
+            err = err.with_undelivered(u);
+        }
         if e.is_transient() {
             err.temporary()
         } else {

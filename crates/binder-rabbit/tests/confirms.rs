@@ -37,6 +37,15 @@ async fn unroutable_mandatory_message_is_returned_to_the_sender() {
     assert!(text.contains("312 NO_ROUTE"), "{text}");
     assert!(text.contains(&format!("exchange `{dest}`")), "{text}");
     assert!(text.contains(&format!("routing key `{dest}`")), "{text}");
+    let Some(binder_rabbit::Undelivered::Returned {
+        reply_code,
+        reply_text,
+        ..
+    }) = err.undelivered()
+    else {
+        panic!("typed return: {err:?}")
+    };
+    assert_eq!((*reply_code, reply_text.as_str()), (312, "NO_ROUTE"));
     // Without error-channel-enabled the publish is not mandatory: dropped silently, as in Spring.
     let req = producer_request("plain", &dest, |_| {});
     let d = b
@@ -146,6 +155,18 @@ async fn nacked_message_is_an_error_and_acks_reach_the_confirm_ack_callback() {
         .await
         .expect_err("nacked");
     assert!(err.to_string().contains("nacked"), "{err}");
+    let Some(binder_rabbit::Undelivered::Nacked {
+        exchange,
+        routing_key,
+        ..
+    }) = err.undelivered()
+    else {
+        panic!("typed nack: {err:?}")
+    };
+    assert_eq!(
+        (exchange.as_str(), routing_key.as_str()),
+        (dest.as_str(), "full")
+    );
     assert_eq!(
         acks.lock().map(|v| v.len()).unwrap_or_default(),
         1,
@@ -182,7 +203,11 @@ async fn returns_reach_the_producer_error_channel_through_stream_app() {
             error_handler(move |m| {
                 let tx = tx.clone();
                 async move {
-                    let _ = tx.send((m.error.to_string(), m.failed.payload().clone()));
+                    let _ = tx.send((
+                        m.error.to_string(),
+                        m.failed.payload().clone(),
+                        m.undelivered.clone(),
+                    ));
                     Ok(())
                 }
             }),
@@ -198,13 +223,23 @@ async fn returns_reach_the_producer_error_channel_through_stream_app() {
             BasicProperties::default().with_content_type("text/plain".into()),
         )
         .await;
-    let (error, payload) = tokio::time::timeout(WAIT, rx.recv())
+    let (error, payload, undelivered) = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("error message in time")
         .expect("error message");
     assert!(error.contains("312 NO_ROUTE"), "{error}");
     assert!(error.contains(&format!("exchange `{output}`")), "{error}");
     assert!(String::from_utf8_lossy(&payload).contains("orphan"));
+    // Spring's ReturnedAmqpMessageException fields, typed.
+    assert_eq!(
+        undelivered,
+        Some(binder_rabbit::Undelivered::Returned {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".to_owned(),
+            exchange: output.clone(),
+            routing_key: output.clone(),
+        })
+    );
     app.shutdown().await.expect("shutdown");
     admin
         .cleanup(&[&format!("{input}.g")], &[&input, &output])

@@ -692,3 +692,68 @@ async fn prefix_applies_to_exchange_queue_and_dlx() {
         )
         .await;
 }
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn instance_index_list_declares_and_consumes_every_listed_partition() {
+    use std::sync::{Arc, Mutex};
+    let admin = raw().await;
+    let dest = unique("iil");
+    let env = env(&format!(
+        "spring.cloud.function.definition=sink\n\
+         spring.cloud.stream.instance-count=3\n\
+         spring.cloud.stream.bindings.sink-in-0.destination={dest}\n\
+         spring.cloud.stream.bindings.sink-in-0.group=g\n\
+         spring.cloud.stream.bindings.sink-in-0.consumer.partitioned=true\n\
+         spring.cloud.stream.bindings.sink-in-0.consumer.instance-index-list=0,2\n"
+    ));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&seen);
+    let app = binder_rabbit::StreamApp::builder()
+        .environment(env)
+        .binder(binder_rabbit::RabbitBinderFactory::new())
+        .consumer("sink", move |s: String| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().expect("lock").push(s);
+                Ok::<_, binder_rabbit::FunctionError>(())
+            }
+        })
+        .build()
+        .await
+        .expect("app");
+    // What the broker holds: a queue per listed partition, each with its consumer; none for 1.
+    for p in [0, 2] {
+        let q = format!("{dest}.g-{p}");
+        assert_eq!(admin.consumers(&q).await, Some(1), "{q}");
+    }
+    assert_eq!(admin.queue_messages(&format!("{dest}.g-1")).await, None);
+    let text = lapin::BasicProperties::default().with_content_type("text/plain".into());
+    for p in [0, 2] {
+        admin
+            .publish(
+                &dest,
+                &format!("{dest}-{p}"),
+                format!("p{p}").as_bytes(),
+                text.clone(),
+            )
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().expect("lock").len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got = seen.lock().expect("lock").clone();
+    got.sort();
+    assert_eq!(got, ["p0", "p2"]);
+    for p in [0, 2] {
+        assert_eq!(
+            admin.queue_messages(&format!("{dest}.g-{p}")).await,
+            Some(0)
+        );
+    }
+    app.shutdown().await.expect("shutdown");
+    admin
+        .cleanup(&[&format!("{dest}.g-0"), &format!("{dest}.g-2")], &[&dest])
+        .await;
+}

@@ -52,6 +52,40 @@ stream_config::property_enum! {
     }
 }
 
+impl RocketMqBinderProperties {
+    /// The properties with `namesrv-addr` (the older key) applied: it sets the name server
+    /// unless `name-server` is set to something other than its default (the newer key wins).
+    ///
+    /// ```
+    /// use binder_rocketmq::config::RocketMqBinderProperties;
+    /// let mut p = RocketMqBinderProperties::default();
+    /// p.namesrv_addr = Some("10.0.0.1:9876".into());
+    /// assert_eq!(p.with_aliases().name_server, "10.0.0.1:9876");
+    /// ```
+    pub fn with_aliases(mut self) -> Self {
+        if let Some(old) = non_blank(&self.namesrv_addr)
+            && self.name_server == RocketMqBinderProperties::default().name_server
+        {
+            self.name_server = old;
+        }
+        self
+    }
+}
+
+/// The real key for a `spring.cloud.starter.stream.rocketmq.<rest>` spelling (the guide's
+/// table labels, which the Java binder never read): `binder.consumer.*` and
+/// `binder.producer.*` are binding keys, other `binder.*` keys are binder keys.
+pub(crate) fn starter_key_target(rest: &str) -> String {
+    let base = "spring.cloud.stream.rocketmq";
+    if let Some(r) = rest.strip_prefix("binder.consumer.") {
+        format!("{base}.bindings.<name>.consumer.{r}")
+    } else if let Some(r) = rest.strip_prefix("binder.producer.") {
+        format!("{base}.bindings.<name>.producer.{r}")
+    } else {
+        format!("{base}.{rest}")
+    }
+}
+
 /// Defines a consumer or producer properties struct with the common (binder-level) keys first.
 macro_rules! with_common {
     ($(#[$m:meta])* pub struct $name:ident { $($rest:tt)* }) => {
@@ -100,6 +134,8 @@ stream_config::properties! {
     pub struct RocketMqBinderProperties {
         /// Name server addresses, `;` or `,` separated.
         pub name_server: String = "127.0.0.1:9876".to_owned(),
+        /// The older spelling of `name-server` (the guide: "older versions use namesrv-addr"); used when `name-server` is left at its default.
+        pub namesrv_addr: Option<String> = None,
         /// ACL access key (with `secret-key`).
         pub access_key: Option<String> = None,
         /// ACL secret key (never logged).

@@ -104,10 +104,24 @@ impl BinderFactory for RocketMqBinderFactory {
         ROCKETMQ_BINDER_TYPE
     }
 
+    /// `spring.cloud.starter.stream.rocketmq.*` (the guide's table labels): an error naming the
+    /// real key, not silence.
+    fn root_schemas(&self) -> Vec<stream_core::stream_config::RootSchema> {
+        vec![stream_core::stream_config::RootSchema::moved(
+            "spring.cloud.starter.stream.rocketmq",
+            crate::config::starter_key_target,
+            "`spring.cloud.starter.stream.rocketmq.*` is how the guide's tables label the keys; the binder (Java's too) reads `spring.cloud.stream.rocketmq.*`",
+        )]
+    }
+
     async fn create(
         &self,
         context: BinderContext<RocketMqBinderProperties>,
     ) -> Result<RocketMqBinder, BinderError> {
-        RocketMqBinder::new(&context.name, context.properties, Arc::clone(&self.hooks))
+        RocketMqBinder::new(
+            &context.name,
+            context.properties.with_aliases(),
+            Arc::clone(&self.hooks),
+        )
     }
 }

@@ -13,6 +13,9 @@ pub enum PropertyKind {
     Map,
     /// A nested properties struct.
     Nested(fn() -> Vec<PropertyDescriptor>),
+    /// Accepted for compatibility (with everything below it) but without effect here: a
+    /// [`NoEffect`](crate::NoEffect) field. Setting it logs one warning at startup.
+    NoEffect,
 }
 
 impl std::fmt::Debug for PropertyKind {
@@ -22,6 +25,7 @@ impl std::fmt::Debug for PropertyKind {
             PropertyKind::List => "List",
             PropertyKind::Map => "Map",
             PropertyKind::Nested(_) => "Nested",
+            PropertyKind::NoEffect => "NoEffect",
         })
     }
 }

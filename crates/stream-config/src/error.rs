@@ -99,13 +99,18 @@ pub struct UnknownKey {
     pub suggestion: Option<String>,
     /// Extra advice (e.g. which binder types are registered).
     pub note: Option<String>,
+    /// The suggestion as an environment variable, when the key came from one
+    /// (`SPRING_CLOUD_STREAM_BINDINGS_VALIDATE_IN_0_GROUP`).
+    pub env_suggestion: Option<String>,
 }
 
 impl fmt::Display for UnknownKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "unknown key `{}` ({})", self.key, self.origin)?;
-        if let Some(s) = &self.suggestion {
-            write!(f, ": did you mean `{s}`?")?;
+        match (&self.env_suggestion, &self.suggestion) {
+            (Some(var), Some(s)) => write!(f, ": did you mean `{var}` (`{s}`)?")?,
+            (None, Some(s)) => write!(f, ": did you mean `{s}`?")?,
+            _ => {}
         }
         if let Some(n) = &self.note {
             write!(f, " ({n})")?;
@@ -130,5 +135,41 @@ impl fmt::Display for UnknownKeys {
             write!(f, "\n  - {k}")?;
         }
         Ok(())
+    }
+}
+
+/// A key that is accepted, as Spring accepts it, but has no effect here. The runtime logs each
+/// one once at startup ([`StreamConfig::notices`](crate::StreamConfig::notices)).
+///
+/// ```
+/// use stream_config::{Environment, StreamConfig};
+/// let env = Environment::builder()
+///     .env_vars([("SPRING_CLOUD_STREAM_METRICS_KEY", "app")])
+///     .build()?;
+/// let config = StreamConfig::builder(env).build()?;
+/// let notice = &config.notices()[0];
+/// assert_eq!(notice.key, "spring.cloud.stream.metrics.key");
+/// assert_eq!(notice.origin, "environment variable SPRING_CLOUD_STREAM_METRICS_KEY");
+/// assert!(notice.to_string().contains("has no effect here"));
+/// # Ok::<(), stream_config::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Notice {
+    /// Canonical key.
+    pub key: String,
+    /// Where it came from.
+    pub origin: String,
+    /// Why it has no effect (the property's doc line).
+    pub reason: String,
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` ({}) is accepted for compatibility with Spring but has no effect here: {}",
+            self.key, self.origin, self.reason
+        )
     }
 }

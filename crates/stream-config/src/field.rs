@@ -346,6 +346,47 @@ impl<T: ScalarField> PropertyField for BTreeMap<String, T> {
     }
 }
 
+/// A key Spring accepts that has no effect here: accepted (with any value, and any key below it)
+/// so a Spring service's configuration can be copied unchanged, documented in the generated
+/// reference, and reported once at startup ([`StreamConfig::notices`](crate::StreamConfig::notices)).
+/// The field's doc line says why it has no effect.
+///
+/// ```
+/// use stream_config::{Environment, NoEffect, PropertyKind, Properties, StreamConfig};
+/// stream_config::properties! {
+///     /// `demo.*`.
+///     pub struct Demo {
+///         /// Host.
+///         pub host: String = "localhost".to_owned(),
+///         /// No effect: connections are not cached here.
+///         pub cache: NoEffect = NoEffect,
+///     }
+/// }
+/// assert!(matches!(Demo::descriptors()[1].kind, PropertyKind::NoEffect));
+/// let env = Environment::builder().map("t", [("demo.cache.channel.size", "25")]).build()?;
+/// let mut d = Demo::default();
+/// env.bind("demo", &mut d)?; // accepted, nothing bound
+/// assert_eq!(d.host, "localhost");
+/// # Ok::<(), stream_config::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoEffect;
+
+impl PropertyField for NoEffect {
+    fn type_name() -> String {
+        "any (accepted, no effect)".to_owned()
+    }
+    fn kind() -> PropertyKind {
+        PropertyKind::NoEffect
+    }
+    fn render_default(&self) -> String {
+        String::new()
+    }
+    fn bind_field(&mut self, _env: &Environment, _key: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
 /// Binding typed properties: the generic half of [`Environment`], kept beside the traits it
 /// uses.
 impl Environment {

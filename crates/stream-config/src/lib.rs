@@ -60,9 +60,9 @@ mod tests;
 pub use descriptor::{PropertyDescriptor, PropertyKind};
 pub use duration::{format_duration, parse_duration};
 pub use environment::{Environment, EnvironmentBuilder};
-pub use error::{ConfigError, UnknownKey, UnknownKeys};
-pub use extension::ExtensionSchema;
-pub use field::{Properties, PropertyField, ScalarField, parse_property};
+pub use error::{ConfigError, Notice, UnknownKey, UnknownKeys};
+pub use extension::{ExtensionSchema, RootSchema};
+pub use field::{NoEffect, Properties, PropertyField, ScalarField, parse_property};
 #[doc(hidden)]
 pub use key::field_key;
 pub use key::{canonical_key, canonical_segment};
@@ -83,3 +83,4 @@ pub use stream::{
     AckMode, BinderProperties, BindingProperties, ConsumerProperties, HeaderMode, PollerProperties,
     ProducerProperties, STREAM_PREFIX, StreamConfig, StreamConfigBuilder, StreamProperties,
 };
+pub use validate::env_var_name;

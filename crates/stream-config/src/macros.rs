@@ -76,6 +76,8 @@ macro_rules! properties {
         impl $crate::Properties for $name {
             fn descriptors() -> ::std::vec::Vec<$crate::PropertyDescriptor> {
                 let defaults = <Self as ::core::default::Default>::default();
+                // A struct without fields (a binder with no binder-level keys) reads none.
+                let _ = &defaults;
                 ::std::vec![$(
                     $crate::PropertyDescriptor::of::<$ty>(
                         stringify!($field),

@@ -3,7 +3,7 @@
 use crate::descriptor::{PropertyDescriptor, PropertyKind};
 use crate::field::Properties;
 use crate::key;
-use crate::stream::{BindingProperties, StreamProperties};
+use crate::stream::{BindingProperties, PollerProperties, StreamProperties, no_effect_keys};
 
 /// Renders a Markdown table (key, type, default, description) of `descriptors` under `prefix`,
 /// nested properties flattened.
@@ -32,6 +32,8 @@ fn rows(out: &mut String, prefix: &str, descriptors: &[PropertyDescriptor]) {
             kind => {
                 let shown = if matches!(kind, PropertyKind::Map) {
                     format!("{k}.<key>")
+                } else if matches!(kind, PropertyKind::NoEffect) {
+                    format!("{k}[.*]")
                 } else {
                     k
                 };
@@ -65,5 +67,15 @@ pub fn stream_reference_markdown() -> String {
         "spring.cloud.stream.bindings.<name>",
         &BindingProperties::descriptors(),
     ));
+    out.push('\n');
+    out.push_str(&reference_markdown(
+        "Global poller (the defaults of every `producer.poller.*`)",
+        "spring.cloud.stream.poller",
+        &PollerProperties::descriptors(),
+    ));
+    out.push_str("\n## Accepted for compatibility, without effect\n\nSet, each logs one warning at startup.\n\n| Key | Why |\n|---|---|\n");
+    for (key, why) in no_effect_keys() {
+        out.push_str(&format!("| `{key}` | {} |\n", cell(why)));
+    }
     out
 }

@@ -24,6 +24,16 @@ pub(crate) enum Node {
     },
     /// Start again at the root (a binder's `environment.*`).
     Root,
+    /// Accepted with anything below it, but without effect here (the doc line says why).
+    NoEffect(String),
+    /// Not a key anyone reads: every key below is an error that names the real key, which
+    /// `target` computes from the rest of the key (canonical, relative to this node).
+    Moved {
+        /// The real key for the rest of the key.
+        target: fn(&str) -> String,
+        /// Why (shown with the error).
+        note: String,
+    },
 }
 
 impl Node {
@@ -61,6 +71,28 @@ impl Node {
     pub(crate) fn props(f: fn() -> Vec<PropertyDescriptor>) -> Node {
         Node::Props(f, Vec::new())
     }
+
+    /// Puts `node` at `path` below `self`, creating open groups on the way; replaces what was
+    /// there. A path through a leaf or map is left alone.
+    pub(crate) fn graft(&mut self, path: &[String], node: Node) {
+        let Some((first, rest)) = path.split_first() else {
+            *self = node;
+            return;
+        };
+        let children = match self {
+            Node::Group { children, .. } => children,
+            Node::Props(_, extra) => extra,
+            _ => return,
+        };
+        match children.iter_mut().find(|(n, _)| n == first) {
+            Some((_, child)) => child.graft(rest, node),
+            None => {
+                let mut child = Node::open(Vec::new());
+                child.graft(rest, node);
+                children.push((first.clone(), child));
+            }
+        }
+    }
 }
 
 struct Expanded<'a> {
@@ -80,6 +112,7 @@ fn expand(node: &Node) -> Option<Expanded<'_>> {
                         PropertyKind::List => Node::List,
                         PropertyKind::Map => Node::Map,
                         PropertyKind::Nested(g) => Node::props(g),
+                        PropertyKind::NoEffect => Node::NoEffect(d.description.clone()),
                     };
                     (d.name, n)
                 })
@@ -102,14 +135,6 @@ fn expand(node: &Node) -> Option<Expanded<'_>> {
         }),
         _ => None,
     }
-}
-
-/// Maps the words of an environment variable name (lower-case, split on `_`) to key segments,
-/// matching known segments (dashes removed, longest first) and letting free segments absorb as
-/// few words as needed for the rest to match. `None` if the words fit no known key.
-pub(crate) fn map_env_words(root: &Node, words: &[String]) -> Option<String> {
-    let segs = walk_env(root, root, words, 0)?;
-    Some(segs.iter().fold(String::new(), |acc, s| key::join(&acc, s)))
 }
 
 fn fallback(words: &[String]) -> Vec<String> {
@@ -139,6 +164,12 @@ fn walk_env(root: &Node, node: &Node, words: &[String], i: usize) -> Option<Vec<
             }
         }
         Node::Map => (i < n).then(|| vec![words[i..].join(".")]),
+        Node::NoEffect(_) => Some(if i == n {
+            Vec::new()
+        } else {
+            vec![words[i..].join(".")]
+        }),
+        Node::Moved { .. } => Some(fallback(&words[i..])),
         Node::Root => walk_env(root, root, words, i),
         _ => {
             if i == n {
@@ -179,6 +210,148 @@ fn walk_env(root: &Node, node: &Node, words: &[String], i: usize) -> Option<Vec<
     }
 }
 
+/// Maps the words of an environment variable name (lower-case, split on `_`) to a key, matching
+/// known segments (dashes removed, longest first) and letting free segments absorb as few words
+/// as needed for the rest to match. Words that fit no known key (a misspelt variable) are matched
+/// as far as the known keys go (free segments absorbing the words that leave the fewest unknown
+/// ones) and the unknown rest becomes one kebab-case segment, so
+/// `SPRING_CLOUD_STREAM_BINDINGS_VALIDATE_IN_0_GRUOP` is
+/// `spring.cloud.stream.bindings.validate-in-0.gruop` and validation can suggest `group`. Below an
+/// open group that no known child matches: Spring's plain mapping.
+pub(crate) fn map_env_words(root: &Node, words: &[String]) -> String {
+    match walk_lenient(root, root, words, 0) {
+        Some((_, segs)) => segs.iter().fold(String::new(), |acc, s| key::join(&acc, s)),
+        None => plain_env_key(words),
+    }
+}
+
+/// How well words fit: an exact fit (no unknown word) wins, the first found among exact ones
+/// (known segments longest first, free segments shortest first); else more known segments, then
+/// fewer unknown words.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fit {
+    known: usize,
+    unknown: usize,
+}
+
+impl Fit {
+    const EXACT: Fit = Fit {
+        known: 0,
+        unknown: 0,
+    };
+    fn better_than(self, other: Fit) -> bool {
+        match (self.unknown, other.unknown) {
+            (_, 0) => false,
+            (0, _) => true,
+            _ => {
+                (self.known, std::cmp::Reverse(self.unknown))
+                    > (other.known, std::cmp::Reverse(other.unknown))
+            }
+        }
+    }
+}
+
+fn walk_lenient(
+    root: &Node,
+    node: &Node,
+    words: &[String],
+    i: usize,
+) -> Option<(Fit, Vec<String>)> {
+    let n = words.len();
+    // The unknown rest: one kebab-case segment when it is close to a known name here (a
+    // misspelt `MAX_ATTEMTPS`), else Spring's plain mapping (an unregistered binder's
+    // `OTHER_BINDER_BROKERS`).
+    let unknown_here = |names: &[&str]| {
+        (i < n).then(|| {
+            let joined = words[i..].join("-");
+            let compact = joined.replace('-', "");
+            let near = names.iter().any(|c| {
+                strsim::normalized_damerau_levenshtein(&compact, &c.replace('-', "")) >= 0.7
+            });
+            let segs = if near {
+                vec![joined]
+            } else {
+                fallback(&words[i..])
+            };
+            (
+                Fit {
+                    known: 0,
+                    unknown: n - i,
+                },
+                segs,
+            )
+        })
+    };
+    match node {
+        Node::Leaf | Node::List => walk_env(root, node, words, i)
+            .map(|s| (Fit::EXACT, s))
+            .or_else(|| unknown_here(&[])),
+        Node::Map | Node::NoEffect(_) | Node::Moved { .. } => {
+            walk_env(root, node, words, i).map(|s| (Fit::EXACT, s))
+        }
+        Node::Root => walk_lenient(root, root, words, i),
+        _ => {
+            if i == n {
+                return None;
+            }
+            let ex = expand(node)?;
+            let mut best: Option<(Fit, Vec<String>)> = None;
+            let mut consider = |candidate: Option<(Fit, Vec<String>)>| {
+                if let Some(c) = candidate
+                    && best.as_ref().is_none_or(|b| c.0.better_than(b.0))
+                {
+                    best = Some(c);
+                }
+            };
+            let mut matches: Vec<(usize, &String, &Node)> = Vec::new();
+            for (name, child) in &ex.children {
+                let compact = name.replace('-', "");
+                let mut joined = String::new();
+                for k in 1..=n - i {
+                    joined.push_str(&words[i + k - 1]);
+                    if joined.len() > compact.len() {
+                        break;
+                    }
+                    if joined == compact {
+                        matches.push((k, name, child));
+                    }
+                }
+            }
+            matches.sort_by_key(|m| std::cmp::Reverse(m.0));
+            for (k, name, child) in matches {
+                consider(
+                    walk_lenient(root, child, words, i + k).map(|(c, mut rest)| {
+                        rest.insert(0, name.clone());
+                        (
+                            Fit {
+                                known: c.known + 1,
+                                ..c
+                            },
+                            rest,
+                        )
+                    }),
+                );
+            }
+            if let Some(free) = ex.free {
+                for k in 1..=n - i {
+                    consider(walk_lenient(root, free, words, i + k).map(|(c, mut rest)| {
+                        rest.insert(0, words[i..i + k].join("-"));
+                        (c, rest)
+                    }));
+                }
+            }
+            if ex.open {
+                // Anything is allowed here; a known child that matched still wins, so a typo
+                // below it is reported.
+                return best.or_else(|| Some((Fit::EXACT, fallback(&words[i..]))));
+            }
+            let names: Vec<&str> = ex.children.iter().map(|(c, _)| c.as_str()).collect();
+            consider(unknown_here(&names));
+            best
+        }
+    }
+}
+
 /// Spring Boot's plain mapping of an environment variable name: `_` -> `.`, numbers -> `[n]`.
 pub(crate) fn plain_env_key(words: &[String]) -> String {
     fallback(words)
@@ -193,11 +366,22 @@ pub(crate) struct Unknown {
     pub(crate) parent: String,
     /// The closest valid key.
     pub(crate) suggestion: Option<String>,
+    /// Extra advice (a moved key says why).
+    pub(crate) note: Option<String>,
+}
+
+/// What a valid key is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// A key that is read (or a free subtree).
+    Read,
+    /// A key accepted without effect; the doc line says why.
+    NoEffect(String),
 }
 
 /// Checks a canonical key against the tree. `has_value` is false for an empty value (so `bindings:`
 /// with nothing below it in YAML is fine).
-pub(crate) fn validate(root: &Node, canonical: &str, has_value: bool) -> Result<(), Unknown> {
+pub(crate) fn validate(root: &Node, canonical: &str, has_value: bool) -> Result<Known, Unknown> {
     let segs = key::split_canonical(canonical);
     walk_validate(root, root, &segs, 0, String::new(), has_value)
 }
@@ -217,21 +401,34 @@ fn walk_validate(
     i: usize,
     path: String,
     has_value: bool,
-) -> Result<(), Unknown> {
+) -> Result<Known, Unknown> {
     let n = segs.len();
     let extra = |path: &str| Unknown {
         parent: path.to_owned(),
         suggestion: Some(path.to_owned()),
+        note: None,
     };
     match node {
         Node::Leaf | Node::List => {
             if i == n {
-                Ok(())
+                Ok(Known::Read)
             } else {
                 Err(extra(&path))
             }
         }
-        Node::Map => Ok(()),
+        Node::Map => Ok(Known::Read),
+        Node::NoEffect(why) => Ok(Known::NoEffect(why.clone())),
+        Node::Moved { target, note } => {
+            let rest = segs[i..]
+                .iter()
+                .map(seg_text)
+                .fold(String::new(), |acc, s| key::join(&acc, &s));
+            Err(Unknown {
+                parent: path,
+                suggestion: Some(target(&rest)),
+                note: Some(note.clone()),
+            })
+        }
         Node::Root => walk_validate(root, root, segs, i, path, has_value),
         _ => {
             if i == n {
@@ -239,21 +436,24 @@ fn walk_validate(
                     Err(Unknown {
                         parent: path,
                         suggestion: None,
+                        note: None,
                     })
                 } else {
-                    Ok(())
+                    Ok(Known::Read)
                 };
             }
             let Some(ex) = expand(node) else {
-                return Ok(());
+                return Ok(Known::Read);
             };
             let (name, idx) = &segs[i];
             if let Some((cname, child)) = ex.children.iter().find(|(c, _)| c == name) {
-                let index_ok = idx.is_empty() || matches!(child, Node::List | Node::Map);
+                let index_ok =
+                    idx.is_empty() || matches!(child, Node::List | Node::Map | Node::NoEffect(_));
                 if !index_ok {
                     return Err(Unknown {
                         parent: path.clone(),
                         suggestion: Some(key::join(&path, cname)),
+                        note: None,
                     });
                 }
                 return walk_validate(
@@ -276,7 +476,7 @@ fn walk_validate(
                 );
             }
             if ex.open {
-                return Ok(());
+                return Ok(Known::Read);
             }
             let names: Vec<&str> = ex.children.iter().map(|(c, _)| c.as_str()).collect();
             let suggestion = closest(name, &names).map(|best| {
@@ -289,6 +489,7 @@ fn walk_validate(
             Err(Unknown {
                 parent: path,
                 suggestion,
+                note: None,
             })
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::environment::{Environment, EnvironmentBuilder};
-use crate::error::{ConfigError, UnknownKeys};
+use crate::error::{ConfigError, Notice, UnknownKeys};
 use crate::extension::ExtensionSchema;
 use crate::field::{Properties, PropertyField};
 use crate::key::canonical_segment;
@@ -168,8 +168,10 @@ crate::properties! {
 
     /// Common producer properties, `spring.cloud.stream.bindings.<name>.producer.*`.
     pub struct ProducerProperties {
-        /// Start the producer automatically.
+        /// Start the producer automatically; false: sends fail until the binding is started (`AppHandle::start_binding`).
         pub auto_startup: bool = true,
+        /// Read-only in Spring (a producer partitions when partition-key-expression or partition-key-extractor-name is set); accepted, a warning when set without either.
+        pub partitioned: bool = false,
         /// Expression computing the partition key of a message.
         pub partition_key_expression: Option<String> = None,
         /// Name of a registered partition key extractor.
@@ -190,7 +192,7 @@ crate::properties! {
         pub error_channel_enabled: bool = false,
         /// Let the binder update the partition count at runtime.
         pub dynamic_partition_updates_enabled: bool = false,
-        /// Poller of a supplier bound to this output.
+        /// Poller of a supplier bound to this output; unset keys fall back to `spring.cloud.stream.poller.*`.
         pub poller: PollerProperties = PollerProperties::default(),
     }
 
@@ -271,7 +273,10 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
         ("binders".to_owned(), Node::free(binder)),
         ("function".to_owned(), function),
         ("integration".to_owned(), Node::Map),
-        ("metrics".to_owned(), Node::Map),
+        (
+            "metrics".to_owned(),
+            Node::NoEffect(METRICS_NO_EFFECT.to_owned()),
+        ),
         (
             "poller".to_owned(),
             Node::props(PollerProperties::descriptors),
@@ -307,7 +312,7 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
         ("cloudevent", Node::Map),
     ]);
     let stream = Node::Props(StreamProperties::descriptors, extras);
-    Node::open(vec![
+    let mut root = Node::open(vec![
         (
             "spring",
             Node::open(vec![(
@@ -316,8 +321,27 @@ pub(crate) fn schema_root(extensions: &[ExtensionSchema]) -> Node {
             )]),
         ),
         (crate::MANAGEMENT_PREFIX, crate::management::schema()),
-    ])
+    ]);
+    for ext in extensions {
+        for r in ext.roots() {
+            let path: Vec<String> = r.prefix().split('.').map(str::to_owned).collect();
+            root.graft(&path, r.node());
+        }
+    }
+    root
 }
+
+/// The keys of Spring Cloud Stream and Spring Cloud Function accepted without effect, and why
+/// (for the generated reference).
+pub(crate) fn no_effect_keys() -> [(&'static str, &'static str); 1] {
+    [("spring.cloud.stream.metrics.*", METRICS_NO_EFFECT)]
+}
+
+/// Why a routing expression without the routing function has no effect.
+const ROUTING_UNUSED: &str = "read only by the `functionRouter` function, as in Spring; set `spring.cloud.function.definition=functionRouter` to route each message to the function it names";
+
+/// Why `spring.cloud.stream.metrics.*` has no effect.
+const METRICS_NO_EFFECT: &str = "Spring's metrics emitter binding is not implemented; meters are exposed through the admin endpoint (`management.*`, /actuator/prometheus)";
 
 /// Spring Cloud Stream's configuration, validated: global properties, binders, bindings.
 ///
@@ -356,6 +380,8 @@ pub struct StreamConfig {
     env: Environment,
     stream: StreamProperties,
     management: crate::ManagementProperties,
+    poller: PollerProperties,
+    notices: Vec<Notice>,
     function_definition: Option<String>,
     binders: BTreeMap<String, BinderProperties>,
     extensions: Vec<ExtensionSchema>,
@@ -388,10 +414,11 @@ impl StreamConfigBuilder {
             .iter()
             .map(ExtensionSchema::binder_type)
             .collect();
-        let unknown = crate::validate::unknown_keys(&env, &root, &types);
-        if !unknown.is_empty() {
-            return Err(ConfigError::UnknownKeys(UnknownKeys(unknown)));
+        let findings = crate::validate::check_keys(&env, &root, &types);
+        if !findings.unknown.is_empty() {
+            return Err(ConfigError::UnknownKeys(UnknownKeys(findings.unknown)));
         }
+        let mut notices = findings.notices;
 
         let mut stream = StreamProperties::default();
         env.bind(STREAM_PREFIX, &mut stream)?;
@@ -409,6 +436,24 @@ impl StreamConfigBuilder {
             .map(str::trim)
             .filter(|d| !d.is_empty())
             .map(str::to_owned);
+
+        for key in [
+            "spring.cloud.function.routing-expression",
+            "spring.cloud.stream.function.routing-expression",
+        ] {
+            let routed = function_definition
+                .as_deref()
+                .is_some_and(|d| d.split(';').any(|f| f.trim() == "functionRouter"));
+            if let Some(p) = env.property(key)
+                && !routed
+            {
+                notices.push(Notice {
+                    key: key.to_owned(),
+                    origin: p.origin().to_string(),
+                    reason: ROUTING_UNUSED.to_owned(),
+                });
+            }
+        }
 
         let mut binders = BTreeMap::new();
         for name in env.child_names(&format!("{STREAM_PREFIX}.binders")) {
@@ -432,14 +477,28 @@ impl StreamConfigBuilder {
         }
 
         let management = crate::ManagementProperties::from_environment(&env)?;
-        let config = StreamConfig {
+        let mut poller = PollerProperties::default();
+        env.bind(&format!("{STREAM_PREFIX}.poller"), &mut poller)?;
+        let mut config = StreamConfig {
             env,
             stream,
             management,
+            poller,
             function_definition,
             binders,
             extensions: self.extensions,
+            notices: Vec::new(),
         };
+        for ext in &config.extensions {
+            for r in ext.roots() {
+                r.check(&config.env)?;
+                for (name, b) in &config.binders {
+                    if b.binder_type == ext.binder_type() {
+                        r.check(&config.binder_environment(name))?;
+                    }
+                }
+            }
+        }
         let mut names = config.binding_names();
         for ext in &config.extensions {
             names.extend(
@@ -451,11 +510,14 @@ impl StreamConfigBuilder {
         names.sort();
         names.dedup();
         for name in &names {
-            config.binding(name)?;
+            let b = config.binding(name)?;
+            config.check_binding(name, &b, &mut notices)?;
         }
         for ext in &config.extensions {
             ext.check(&config.env, &names)?;
         }
+        notices.sort_by(|a, b| a.key.cmp(&b.key));
+        config.notices = notices;
         Ok(config)
     }
 }
@@ -494,6 +556,7 @@ impl StreamConfig {
     /// instance count, index and index list fall back to the global ones.
     pub fn binding(&self, name: &str) -> Result<BindingProperties, ConfigError> {
         let mut b = BindingProperties::default();
+        b.producer.poller = self.poller.clone();
         self.env.bind(&format!("{STREAM_PREFIX}.default"), &mut b)?;
         self.env.bind(
             &format!("{STREAM_PREFIX}.bindings.{}", canonical_segment(name)),
@@ -531,5 +594,90 @@ impl StreamConfig {
     /// The registered binder extensions.
     pub fn extensions(&self) -> &[ExtensionSchema] {
         &self.extensions
+    }
+
+    /// Keys that are accepted, as Spring accepts them, but have no effect here, each once with
+    /// its origin and why, sorted by key. The runtime logs each at startup (WARN).
+    ///
+    /// ```
+    /// use stream_config::{Environment, StreamConfig};
+    /// let env = Environment::builder()
+    ///     .map("t", [("spring.cloud.stream.metrics.key", "app"),
+    ///                ("spring.cloud.stream.bindings.out.producer.partitioned", "true")])
+    ///     .build()?;
+    /// let config = StreamConfig::builder(env).build()?;
+    /// let keys: Vec<&str> = config.notices().iter().map(|n| n.key.as_str()).collect();
+    /// assert_eq!(keys, ["spring.cloud.stream.bindings.out.producer.partitioned", "spring.cloud.stream.metrics.key"]);
+    /// # Ok::<(), stream_config::ConfigError>(())
+    /// ```
+    pub fn notices(&self) -> &[Notice] {
+        &self.notices
+    }
+
+    /// The global poller, `spring.cloud.stream.poller.*`: the defaults of every supplier's
+    /// `producer.poller.*`.
+    pub fn poller(&self) -> &PollerProperties {
+        &self.poller
+    }
+
+    /// Where the binding's `field` (`consumer.max-attempts`) was set: the binding's own key, else
+    /// `spring.cloud.stream.default.*`.
+    fn origin_of(&self, binding: &str, field: &str) -> (String, String) {
+        let own = format!(
+            "{STREAM_PREFIX}.bindings.{}.{field}",
+            canonical_segment(binding)
+        );
+        let default = format!("{STREAM_PREFIX}.default.{field}");
+        for key in [own.clone(), default] {
+            if let Some(p) = self.env.property(&key) {
+                return (key, p.origin().to_string());
+            }
+        }
+        (own, "built-in default".to_owned())
+    }
+
+    /// Spring's `@Min` checks of the common properties, and notices for `producer.partitioned`.
+    fn check_binding(
+        &self,
+        name: &str,
+        b: &BindingProperties,
+        notices: &mut Vec<Notice>,
+    ) -> Result<(), ConfigError> {
+        let at_least_one = [
+            (
+                "consumer.max-attempts",
+                b.consumer.max_attempts,
+                "Max attempts should be greater than zero (1 = no retry)",
+            ),
+            (
+                "consumer.concurrency",
+                b.consumer.concurrency,
+                "Concurrency should be greater than zero",
+            ),
+            (
+                "producer.partition-count",
+                b.producer.partition_count,
+                "Partition count should be greater than zero",
+            ),
+        ];
+        for (field, value, message) in at_least_one {
+            if value == 0 {
+                let (key, origin) = self.origin_of(name, field);
+                return Err(ConfigError::Invalid {
+                    key,
+                    origin,
+                    message: format!("{message}; got 0"),
+                });
+            }
+        }
+        if b.producer.partitioned && !b.producer.is_partitioned() {
+            let (key, origin) = self.origin_of(name, "producer.partitioned");
+            notices.push(Notice {
+                key,
+                origin,
+                reason: "a producer partitions when `partition-key-expression` or `partition-key-extractor-name` is set (as in Spring, where `partitioned` is derived); neither is, so this producer does not partition".to_owned(),
+            });
+        }
+        Ok(())
     }
 }

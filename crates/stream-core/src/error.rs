@@ -301,9 +301,74 @@ pub struct BinderError {
     kind: BinderErrorKind,
     status: ErrorStatus,
     message: String,
-    key: Option<String>,
-    destination: Option<String>,
+    // Boxed strings keep the error (and `StreamError`) small; these are read, never grown.
+    key: Option<Box<str>>,
+    destination: Option<Box<str>>,
     source: Option<BoxError>,
+    undelivered: Option<Box<Undelivered>>,
+}
+
+/// Why the broker did not take a sent message, as fields (Spring's
+/// `ReturnedAmqpMessageException` and `NackedAmqpMessageException`): carried by the send's
+/// [`BinderError::undelivered`] and by the producer error channel's
+/// [`ErrorMessage::undelivered`](crate::errors::ErrorMessage::undelivered), whose `failed` is the
+/// original message.
+///
+/// ```
+/// use stream_core::{BinderError, Undelivered};
+/// let returned = Undelivered::Returned {
+///     reply_code: 312,
+///     reply_text: "NO_ROUTE".into(),
+///     exchange: "orders".into(),
+///     routing_key: "eu".into(),
+/// };
+/// let e = BinderError::send("orders", "returned").with_undelivered(returned.clone());
+/// assert_eq!(e.undelivered(), Some(&returned));
+/// assert_eq!(returned.routing_key(), "eu");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Undelivered {
+    /// Returned to the producer: a mandatory message that no queue took.
+    Returned {
+        /// The broker's reply code (312 NO_ROUTE).
+        reply_code: u16,
+        /// The broker's reply text.
+        reply_text: String,
+        /// Where it was published (exchange or topic).
+        exchange: String,
+        /// The routing key it was published with.
+        routing_key: String,
+    },
+    /// Refused with a negative publisher confirm.
+    Nacked {
+        /// Why, as far as known (a nack usually carries no text).
+        reason: String,
+        /// Where it was published.
+        exchange: String,
+        /// The routing key it was published with.
+        routing_key: String,
+    },
+}
+
+impl Undelivered {
+    /// Where it was published.
+    pub fn exchange(&self) -> &str {
+        match self {
+            Undelivered::Returned { exchange, .. } | Undelivered::Nacked { exchange, .. } => {
+                exchange
+            }
+        }
+    }
+
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        match self {
+            Undelivered::Returned { routing_key, .. } | Undelivered::Nacked { routing_key, .. } => {
+                routing_key
+            }
+        }
+    }
 }
 
 impl BinderError {
@@ -322,6 +387,7 @@ impl BinderError {
             key: None,
             destination: None,
             source: None,
+            undelivered: None,
         }
     }
 
@@ -340,7 +406,7 @@ impl BinderError {
             BinderErrorKind::InvalidProperty,
             format!("invalid value for `{key}`: {reason}"),
         );
-        e.key = Some(key);
+        e.key = Some(key.into());
         e
     }
 
@@ -351,7 +417,7 @@ impl BinderError {
             BinderErrorKind::Provisioning,
             format!("provisioning `{destination}` failed: {reason}"),
         );
-        e.destination = Some(destination);
+        e.destination = Some(destination.into());
         e
     }
 
@@ -371,7 +437,7 @@ impl BinderError {
             BinderErrorKind::Send,
             format!("send to `{destination}` failed: {reason}"),
         );
-        e.destination = Some(destination);
+        e.destination = Some(destination.into());
         e
     }
 
@@ -382,7 +448,7 @@ impl BinderError {
             BinderErrorKind::Settle,
             format!("settling a delivery from `{destination}` failed: {reason}"),
         );
-        e.destination = Some(destination);
+        e.destination = Some(destination.into());
         e
     }
 
@@ -419,15 +485,26 @@ impl BinderError {
         self
     }
 
+    /// Says the broker returned or refused the message, as fields.
+    pub fn with_undelivered(mut self, undelivered: Undelivered) -> Self {
+        self.undelivered = Some(Box::new(undelivered));
+        self
+    }
+
+    /// Why the broker did not take the message, when it returned or refused it.
+    pub fn undelivered(&self) -> Option<&Undelivered> {
+        self.undelivered.as_deref()
+    }
+
     /// Names the destination concerned.
     pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
-        self.destination = Some(destination.into());
+        self.destination = Some(destination.into().into());
         self
     }
 
     /// Names the property key concerned.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(key.into().into());
         self
     }
 
@@ -532,6 +609,17 @@ pub enum ConversionError {
     /// A content type header that is not a MIME type.
     #[error("invalid content type `{0}`")]
     InvalidContentType(String),
+    /// A message without a content type, converted as the binding's `content-type` (as Spring
+    /// does; `application/json` unless configured), failed.
+    #[error(
+        "the message had no content type (or only application/octet-stream), so the binding's content-type `{assumed}` was assumed: {cause}"
+    )]
+    NoContentType {
+        /// The binding's content type that was assumed.
+        assumed: String,
+        /// The failure with that content type (part of the message).
+        cause: Box<ConversionError>,
+    },
 }
 
 /// An error and its causes on one line, each cause once (`outer: cause: root`), for logs and

@@ -21,7 +21,7 @@ pub mod telemetry;
 pub use app::{PollableConsumer, StreamApp, StreamAppBuilder, StreamBridge, StreamError};
 pub use error::{
     BinderError, BinderErrorKind, BoxError, ConversionError, ErrorStatus, FunctionError,
-    PANIC_KIND, SpecialOutcome,
+    PANIC_KIND, SpecialOutcome, Undelivered,
 };
 pub use message::{
     AckMode, Acknowledger, Acknowledgment, HeaderName, HeaderValue, Headers, Message,

@@ -130,6 +130,14 @@ where
     }
 }
 
+/// Whether the error (or a recorded cause) is a payload conversion failure.
+fn is_conversion_error(error: &FunctionError) -> bool {
+    let kind = std::any::type_name::<crate::error::ConversionError>();
+    std::iter::once(error.kind())
+        .chain(error.cause_kinds())
+        .any(|k| k == kind)
+}
+
 /// Attempts, back-off and retryable errors of a consumer binding (`max-attempts`,
 /// `back-off-*`, `default-retryable`, `retryable-exceptions`).
 ///
@@ -142,7 +150,19 @@ where
 /// matches a kind when equal, when equal to the kind's last `::` segment (`ParseIntError`
 /// matches `core::num::error::ParseIntError`), or when equal to either ignoring case, `-` and
 /// `_` (`parse-int-error`). Within one level an exact match beats a last-segment match, which
-/// beats a relaxed one.
+/// beats a relaxed one. Without a matching entry, a payload conversion failure (kind
+/// `stream_core::error::ConversionError`, key `ConversionError`) is not retried, as Spring never
+/// retries a `MessageConversionException`; `retryable-exceptions.ConversionError=true` retries it.
+///
+/// ```
+/// use stream_core::{ConversionError, FunctionError};
+/// use stream_core::retry::{BackOff, RetryPolicy};
+/// let conversion = || FunctionError::from(ConversionError::InvalidContentType("x".into()));
+/// assert!(!RetryPolicy::default().is_retryable(&conversion()));
+/// let retried = RetryPolicy::new(3, BackOff::default(), true, [("ConversionError", true)]);
+/// assert!(retried.is_retryable(&conversion()));
+/// assert!(RetryPolicy::default().is_retryable(&FunctionError::msg("timeout")));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
@@ -247,7 +267,11 @@ impl RetryPolicy {
         if error.special().is_some() {
             return false;
         }
-        self.classify(error).unwrap_or(self.default_retryable)
+        self.classify(error).unwrap_or_else(|| {
+            // As Spring, which never retries a MessageConversionException: the same bytes
+            // fail the same way on every attempt.
+            !is_conversion_error(error) && self.default_retryable
+        })
     }
 
     /// The decision of the closest `retryable-exceptions` entry, if one matches: the error's own

@@ -5,7 +5,9 @@
 //! words are matched against the known keys (dashes removed, longest match first); free segments
 //! (binding and binder names, map keys) absorb as few words as needed for the rest to match a known
 //! key, so `..._BINDINGS_UPPERCASE_IN_0_DESTINATION` is binding `uppercase-in-0`. Names that fit no
-//! known key get Spring's plain mapping (`_` -> `.`, numbers -> `[n]`), so validation can report them.
+//! known key (a misspelt variable) are matched as far as the known keys go and the unknown rest
+//! becomes one segment (`..._BINDINGS_VALIDATE_IN_0_GRUOP` -> `...bindings.validate-in-0.gruop`),
+//! so validation reports them with a suggestion, shown in the variable's own form.
 //!
 //! Only variables whose first word is one of [`MAPPED_PREFIXES`] become properties (all others
 //! would only clutter the key space); every variable stays available to `${NAME}` placeholders.
@@ -33,8 +35,7 @@ pub(crate) fn map(vars: &[(String, String)], root: &Node) -> Vec<Entry> {
             {
                 return None;
             }
-            let key = schema::map_env_words(root, &words)
-                .unwrap_or_else(|| schema::plain_env_key(&words));
+            let key = schema::map_env_words(root, &words);
             Some(Entry::new(key, value.clone(), Origin::EnvVar(name.clone())))
         })
         .collect()

@@ -5,6 +5,7 @@ mod layering;
 mod placeholders;
 mod precedence;
 mod relaxed;
+mod roots;
 mod secrets;
 mod tidy;
 mod validation;

@@ -39,7 +39,7 @@ fn unknown_key_from_env_var_names_the_variable() {
         "{err}"
     );
     assert!(
-        err.contains("did you mean `spring.cloud.stream.bindings.input.destination`?"),
+        err.contains("did you mean `SPRING_CLOUD_STREAM_BINDINGS_INPUT_DESTINATION` (`spring.cloud.stream.bindings.input.destination`)?"),
         "{err}"
     );
 }

@@ -35,11 +35,16 @@ impl std::fmt::Debug for StreamBridge {
     }
 }
 
-/// Least-recently-used dynamic producers.
+/// A dynamic destination being bound: the callers asking for it meanwhile wait on this cell,
+/// not on the cache's lock.
+type Pending = Arc<tokio::sync::OnceCell<Arc<OutputBinding>>>;
+
+/// Least-recently-used dynamic producers, and the destinations being bound.
 pub(crate) struct Lru {
     capacity: usize,
     order: VecDeque<String>,
     entries: HashMap<String, Arc<OutputBinding>>,
+    pending: HashMap<String, Pending>,
 }
 
 impl Lru {
@@ -48,6 +53,7 @@ impl Lru {
             capacity: capacity.max(1),
             order: VecDeque::new(),
             entries: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -150,26 +156,50 @@ impl StreamBridge {
         self.dynamic.lock().await.names()
     }
 
+    /// The output for `name`: a bound output binding, a cached dynamic destination, or a new
+    /// one. The cache's lock is held only to look up and insert, never while binding, so a
+    /// destination whose broker does not answer delays only its own senders.
     async fn output(&self, name: &str) -> Result<Arc<OutputBinding>, StreamError> {
         if let Some(b) = self.outputs.get(name) {
             return Ok(Arc::clone(b));
         }
+        let pending = {
+            let mut lru = self.dynamic.lock().await;
+            if let Some(b) = lru.get(name) {
+                return Ok(b);
+            }
+            let allowed = &self.shared.config.stream().dynamic_destinations;
+            if !allowed.is_empty() && !allowed.iter().any(|d| d == name) {
+                return Err(StreamError::InvalidBinding {
+                    binding: name.to_owned(),
+                    reason: format!(
+                        "`{name}` is not an output binding and not listed in `spring.cloud.stream.dynamic-destinations` ({})",
+                        allowed.join(", ")
+                    ),
+                });
+            }
+            Arc::clone(lru.pending.entry(name.to_owned()).or_default())
+        };
+        let bound = pending
+            .get_or_try_init(|| async {
+                tracing::info!(destination = name, "binding dynamic destination");
+                self.shared.bind_output(name).await
+            })
+            .await
+            .map(Arc::clone);
         let mut lru = self.dynamic.lock().await;
-        if let Some(b) = lru.get(name) {
-            return Ok(b);
+        if lru
+            .pending
+            .get(name)
+            .is_some_and(|p| Arc::ptr_eq(p, &pending))
+        {
+            lru.pending.remove(name);
         }
-        let allowed = &self.shared.config.stream().dynamic_destinations;
-        if !allowed.is_empty() && !allowed.iter().any(|d| d == name) {
-            return Err(StreamError::InvalidBinding {
-                binding: name.to_owned(),
-                reason: format!(
-                    "`{name}` is not an output binding and not listed in `spring.cloud.stream.dynamic-destinations` ({})",
-                    allowed.join(", ")
-                ),
-            });
+        let binding = bound?;
+        if let Some(cached) = lru.get(name) {
+            // Bound by an earlier caller of the same cell.
+            return Ok(cached);
         }
-        tracing::info!(destination = name, "binding dynamic destination");
-        let binding = self.shared.bind_output(name).await?;
         if let Some(evicted) = lru.insert(name.to_owned(), Arc::clone(&binding)) {
             tracing::info!(destination = %evicted.destination, "dynamic destination evicted from cache; closing its producer");
             tokio::spawn(async move {

@@ -20,7 +20,10 @@ use super::streams;
 use super::{DEFAULT_SHUTDOWN_TIMEOUT, StreamApp, StreamError, shutdown};
 use crate::binder::Binding;
 use crate::errors::{ErrorChannels, ErrorHandler};
-use crate::function::{ErasedFunction, FunctionCatalog, FunctionDefinition, FunctionKind};
+use crate::expression::Expression;
+use crate::function::{
+    ErasedFunction, FUNCTION_ROUTER, FunctionCatalog, FunctionDefinition, FunctionKind,
+};
 use crate::meters::Meters;
 
 type Outputs = HashMap<String, Arc<OutputBinding>>;
@@ -42,6 +45,9 @@ impl StreamAppBuilder {
             config = config.extension(schema);
         }
         let config = Arc::new(config.build()?);
+        for notice in config.notices() {
+            tracing::warn!(key = %notice.key, origin = %notice.origin, "{notice}");
+        }
         let shutdown_timeout = match self.shutdown_timeout {
             Some(t) => t,
             None => shutdown_timeout(&config)?,
@@ -178,11 +184,36 @@ fn resolve_functions(
             reason: "input bindings without a function are not supported; register a consumer function (its binding is `<name>-in-0`) or use `spring.cloud.stream.pollable-source`".to_owned(),
         });
     }
-    select_definitions(config, catalog)?
-        .into_iter()
-        .map(|d| catalog.resolve(&d).map(|f| (d, f)))
-        .collect::<Result<_, _>>()
-        .map_err(Into::into)
+    let mut out = Vec::new();
+    for d in select_definitions(config, catalog)? {
+        if d.name() == FUNCTION_ROUTER && !catalog.names().any(|n| n == FUNCTION_ROUTER) {
+            let router = catalog.router(routing_expression(config)?);
+            out.push((d, router));
+            continue;
+        }
+        let f = catalog.resolve(&d)?;
+        out.push((d, f));
+    }
+    Ok(out)
+}
+
+/// `spring.cloud.function.routing-expression` (or Spring Cloud Stream's older
+/// `spring.cloud.stream.function.routing-expression`), parsed once.
+fn routing_expression(config: &StreamConfig) -> Result<Option<Expression>, StreamError> {
+    for key in [
+        "spring.cloud.function.routing-expression",
+        "spring.cloud.stream.function.routing-expression",
+    ] {
+        if let Some(text) = config.environment().get(key) {
+            return Expression::parse(text)
+                .map(Some)
+                .map_err(|e| StreamError::InvalidBinding {
+                    binding: key.to_owned(),
+                    reason: e.with_key(key).to_string(),
+                });
+        }
+    }
+    Ok(None)
 }
 
 fn select_definitions(

@@ -97,6 +97,7 @@ impl OutputBinding {
                                 raw: None,
                                 binding: self.binding.to_string(),
                                 channel: channel.clone(),
+                                undelivered: e.undelivered().cloned(),
                             })
                             .await;
                     }

@@ -170,11 +170,14 @@ impl<F: BinderFactory> DynFactory for FactoryAdapter<F> {
     }
 
     fn extension_schema(&self) -> ExtensionSchema {
-        ExtensionSchema::new::<
-            F::Properties,
-            <F::Binder as Binder>::ConsumerProperties,
-            <F::Binder as Binder>::ProducerProperties,
-        >(self.0.binder_type())
+        self.0.root_schemas().into_iter().fold(
+            ExtensionSchema::new::<
+                F::Properties,
+                <F::Binder as Binder>::ConsumerProperties,
+                <F::Binder as Binder>::ProducerProperties,
+            >(self.0.binder_type()),
+            ExtensionSchema::with_root,
+        )
     }
 
     async fn create(

@@ -103,6 +103,29 @@ pub trait BinderFactory: Send + Sync + 'static {
         self.binder_type()
     }
 
+    /// Top-level key trees the binder reads besides `spring.cloud.stream.<type>.*`, such as
+    /// Spring Boot's connection keys (`spring.<broker>.*`). The runtime validates them with the
+    /// rest (a typo is an error with a suggestion), maps environment variables through them,
+    /// binds them once at startup (a wrong type is an error naming the key) and logs each set
+    /// [`NoEffect`](stream_config::NoEffect) key once. None by default.
+    ///
+    /// ```
+    /// use stream_config::{Properties, RootSchema};
+    /// stream_config::properties! {
+    ///     /// `spring.mybroker.*`.
+    ///     pub struct MyConnection { /// Host.
+    ///         pub host: String = "localhost".to_owned() }
+    /// }
+    /// // in `impl BinderFactory for MyFactory`:
+    /// fn root_schemas() -> Vec<RootSchema> {
+    ///     vec![RootSchema::new::<MyConnection>("spring.mybroker")]
+    /// }
+    /// assert_eq!(root_schemas()[0].descriptors()[0].name, "host");
+    /// ```
+    fn root_schemas(&self) -> Vec<stream_config::RootSchema> {
+        Vec::new()
+    }
+
     /// Creates (and connects, or prepares to connect) a binder. A broker that cannot be reached
     /// yet is not an error here: binders connect lazily and report it when binding (late
     /// binding).

@@ -33,6 +33,10 @@ pub struct ErrorMessage {
     /// Error channel name (`<destination>.<group>.errors`, or `<destination>.errors` for
     /// producers).
     pub channel: String,
+    /// For a producer error: the broker returned or refused the message (reply code and text,
+    /// exchange, routing key), as Spring's `ReturnedAmqpMessageException` /
+    /// `NackedAmqpMessageException` carry them; `failed` is the original message.
+    pub undelivered: Option<crate::error::Undelivered>,
 }
 
 impl fmt::Debug for ErrorMessage {
@@ -41,6 +45,7 @@ impl fmt::Debug for ErrorMessage {
             .field("binding", &self.binding)
             .field("channel", &self.channel)
             .field("error", &self.error)
+            .field("undelivered", &self.undelivered)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -80,6 +85,7 @@ where
 ///     raw: None,
 ///     binding: "in-0".into(),
 ///     channel: "orders.audit.errors".into(),
+///     undelivered: None,
 /// }).await;
 /// assert_eq!(count.load(Ordering::SeqCst), 1); // bridged to the global channel
 /// # });

@@ -30,12 +30,11 @@ impl ConversionContext {
         }
     }
 
-    fn inbound_content_type<'a>(&'a self, headers: &'a Headers) -> &'a str {
-        headers
-            .get_str(names::CONTENT_TYPE)
-            .unwrap_or(&self.content_type)
-    }
-
+    /// Decodes by the message's `contentType`. A message without one (the usual case for
+    /// producers that are not Spring), or with only `application/octet-stream` (what brokers
+    /// report when none was set) and no codec for it, is decoded by the binding's
+    /// `content-type` (`application/json` unless configured), as Spring does; a failure then
+    /// says that the content type was assumed.
     fn decode<T: DeserializeOwned + 'static>(
         &self,
         payload: &Bytes,
@@ -46,9 +45,33 @@ impl ConversionContext {
             // raw types can take it.
             return self.conversion.decode(payload, OCTET_STREAM);
         }
-        self.conversion
-            .decode(payload, self.inbound_content_type(headers))
+        let assumed = |e: ConversionError| ConversionError::NoContentType {
+            assumed: self.content_type.to_string(),
+            cause: Box::new(e),
+        };
+        match headers.get_str(names::CONTENT_TYPE) {
+            Some(ct) if !is_octet_stream(ct) => self.conversion.decode(payload, ct),
+            Some(ct) => match self.conversion.decode(payload, ct) {
+                Err(ConversionError::NoCodec { .. }) if !is_octet_stream(&self.content_type) => {
+                    self.conversion
+                        .decode(payload, &self.content_type)
+                        .map_err(assumed)
+                }
+                other => other,
+            },
+            None => self
+                .conversion
+                .decode(payload, &self.content_type)
+                .map_err(assumed),
+        }
     }
+}
+
+fn is_octet_stream(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(OCTET_STREAM))
 }
 
 /// A type a function can take: any `serde` type (converted by content type), `String`/`Bytes`/

@@ -583,6 +583,125 @@ impl FunctionCatalog {
     }
 }
 
+/// Name of Spring Cloud Function's routing function: with
+/// `spring.cloud.function.definition=functionRouter` (and no function registered under that name),
+/// each message of `functionRouter-in-0` goes to the function its
+/// [`ROUTE_DEFINITION_HEADER`] names, else the one `spring.cloud.function.routing-expression`
+/// evaluates to.
+pub const FUNCTION_ROUTER: &str = "functionRouter";
+
+/// The message header naming the function a message is routed to (it wins over the routing
+/// expression, as in Spring).
+pub const ROUTE_DEFINITION_HEADER: &str = "spring.cloud.function.definition";
+
+impl FunctionCatalog {
+    /// Spring Cloud Function's `functionRouter` over the registered functions: per message, the
+    /// function named by the [`ROUTE_DEFINITION_HEADER`] header, else by `routing_expression`
+    /// (a SpEL expression over the message, parsed once). The routes are resolved here, once;
+    /// a message naming no registered function fails like any other error. The router has an
+    /// output when any registered function has one.
+    ///
+    /// ```
+    /// use stream_core::expression::Expression;
+    /// use stream_core::function::{ConversionContext, FunctionCatalog};
+    /// use stream_core::{FunctionError, Message};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let mut catalog = FunctionCatalog::new();
+    /// catalog.function("upper", |s: String| async move { Ok::<_, FunctionError>(s.to_uppercase()) });
+    /// catalog.function("lower", |s: String| async move { Ok::<_, FunctionError>(s.to_lowercase()) });
+    /// let router = catalog.router(Some(Expression::parse("headers['to']").unwrap()));
+    /// let ctx = ConversionContext::new("text/plain");
+    /// let out = router
+    ///     .call(Some(Message::bytes("Hi").with_header("to", "upper")), &ctx, &ctx)
+    ///     .await
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert_eq!(&out.payload()[..], b"HI");
+    /// let err = router.call(Some(Message::bytes("Hi").with_header("to", "none")), &ctx, &ctx).await;
+    /// assert!(err.unwrap_err().to_string().contains("no function `none`"));
+    /// # });
+    /// ```
+    pub fn router(
+        &self,
+        routing_expression: Option<crate::expression::Expression>,
+    ) -> ErasedFunction {
+        let routes: Arc<BTreeMap<String, ErasedFunction>> = Arc::new(
+            self.functions
+                .iter()
+                .filter(|(_, f)| f.kind.has_input() && f.batch.is_none())
+                .map(|(n, f)| (n.clone(), f.clone()))
+                .collect(),
+        );
+        let kind = if routes.values().any(|f| f.kind.has_output()) {
+            FunctionKind::Function
+        } else {
+            FunctionKind::Consumer
+        };
+        let expression = routing_expression.map(Arc::new);
+        let invoke =
+            move |input: Option<Message<Bytes>>,
+                  input_ctx: &ConversionContext,
+                  output_ctx: &ConversionContext|
+                  -> BoxFuture<'static, Result<Option<Message<Bytes>>, FunctionError>> {
+                let routed = input
+                    .as_ref()
+                    .ok_or_else(|| FunctionError::msg("functionRouter needs an input message"))
+                    .and_then(|m| route(m, &routes, expression.as_deref()));
+                match routed {
+                    Ok(f) => f.call(input, input_ctx, output_ctx),
+                    Err(e) => Box::pin(async move { Err(e) }),
+                }
+            };
+        ErasedFunction {
+            kind,
+            invoke: Arc::new(invoke),
+            batch: None,
+        }
+    }
+}
+
+/// The function a message is routed to.
+fn route(
+    message: &Message<Bytes>,
+    routes: &BTreeMap<String, ErasedFunction>,
+    expression: Option<&crate::expression::Expression>,
+) -> Result<ErasedFunction, FunctionError> {
+    let name = match (
+        message.headers().get_str(ROUTE_DEFINITION_HEADER),
+        expression,
+    ) {
+        (Some(name), _) => name.trim().to_owned(),
+        (None, Some(expr)) => match expr.evaluate(message) {
+            Ok(crate::expression::Value::Null) => {
+                return Err(FunctionError::msg(format!(
+                    "functionRouter: `spring.cloud.function.routing-expression` `{expr}` evaluated to null"
+                ))
+                .with_kind("routing"));
+            }
+            Ok(v) => v.to_string(),
+            Err(e) => {
+                return Err(FunctionError::msg(format!(
+                    "functionRouter: `spring.cloud.function.routing-expression` `{expr}` failed: {e}"
+                ))
+                .with_kind("routing"));
+            }
+        },
+        (None, None) => {
+            return Err(FunctionError::msg(format!(
+                "functionRouter: the message has no `{ROUTE_DEFINITION_HEADER}` header and `spring.cloud.function.routing-expression` is not set"
+            ))
+            .with_kind("routing"));
+        }
+    };
+    routes.get(&name).cloned().ok_or_else(|| {
+        FunctionError::msg(format!(
+            "functionRouter: no function `{name}` to route to (registered: {})",
+            routes.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .with_kind("routing")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,5 +804,47 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.kind().contains("ConversionError"), "{}", err.kind());
+    }
+
+    #[tokio::test]
+    async fn json_without_a_content_type_is_decoded_as_the_bindings_content_type() {
+        #[derive(serde::Deserialize)]
+        struct Order {
+            amount: i64,
+        }
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let s = seen.clone();
+        let mut c = FunctionCatalog::new();
+        c.consumer("take", move |o: Order| {
+            let s = s.clone();
+            async move {
+                s.store(o.amount, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, FunctionError>(())
+            }
+        });
+        let f = c
+            .resolve(&FunctionDefinition::parse("take").unwrap())
+            .unwrap();
+        // No contentType header (a producer that is not Spring): JSON, the binding's default.
+        f.call(Some(Message::bytes(r#"{"amount":7}"#)), &ctx(), &ctx())
+            .await
+            .unwrap();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 7);
+        // What a broker reports when none was set.
+        let octet = Message::bytes(r#"{"amount":8}"#)
+            .with_header(names::CONTENT_TYPE, "application/octet-stream");
+        f.call(Some(octet), &ctx(), &ctx()).await.unwrap();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 8);
+        // A failure says the content type was assumed.
+        let err = f
+            .call(Some(Message::bytes("not json")), &ctx(), &ctx())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("the message had no content type")
+                && text.contains("`application/json` was assumed"),
+            "{text}"
+        );
     }
 }

@@ -249,6 +249,7 @@ impl ConsumerPipeline {
             raw: raw.clone(),
             binding: self.id.binding.to_string(),
             channel: self.id.error_channel.to_string(),
+            undelivered: None,
         };
         if let Some(handler) = &self.error_handler {
             match caught(handler(error_message)).await {
