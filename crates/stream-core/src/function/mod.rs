@@ -628,7 +628,7 @@ impl FunctionCatalog {
         let routes: Arc<BTreeMap<String, ErasedFunction>> = Arc::new(
             self.functions
                 .iter()
-                .filter(|(_, f)| f.kind.has_input() && f.batch.is_none())
+                .filter(|(_, f)| f.kind.has_input() && f.batch.is_none() && f.stream.is_none())
                 .map(|(n, f)| (n.clone(), f.clone()))
                 .collect(),
         );
@@ -656,6 +656,7 @@ impl FunctionCatalog {
             kind,
             invoke: Arc::new(invoke),
             batch: None,
+            stream: None,
         }
     }
 }
