@@ -176,21 +176,7 @@ fn walk_env(root: &Node, node: &Node, words: &[String], i: usize) -> Option<Vec<
                 return None;
             }
             let ex = expand(node)?;
-            let mut matches: Vec<(usize, &String, &Node)> = Vec::new();
-            for (name, child) in &ex.children {
-                let compact = name.replace('-', "");
-                let mut joined = String::new();
-                for k in 1..=n - i {
-                    joined.push_str(&words[i + k - 1]);
-                    if joined.len() > compact.len() {
-                        break;
-                    }
-                    if joined == compact {
-                        matches.push((k, name, child));
-                    }
-                }
-            }
-            matches.sort_by_key(|m| std::cmp::Reverse(m.0));
+            let matches = env_word_matches(&ex.children, words, i);
             for (k, name, child) in matches {
                 if let Some(mut rest) = walk_env(root, child, words, i + k) {
                     rest.insert(0, name.clone());
@@ -303,21 +289,7 @@ fn walk_lenient(
                     best = Some(c);
                 }
             };
-            let mut matches: Vec<(usize, &String, &Node)> = Vec::new();
-            for (name, child) in &ex.children {
-                let compact = name.replace('-', "");
-                let mut joined = String::new();
-                for k in 1..=n - i {
-                    joined.push_str(&words[i + k - 1]);
-                    if joined.len() > compact.len() {
-                        break;
-                    }
-                    if joined == compact {
-                        matches.push((k, name, child));
-                    }
-                }
-            }
-            matches.sort_by_key(|m| std::cmp::Reverse(m.0));
+            let matches = env_word_matches(&ex.children, words, i);
             for (k, name, child) in matches {
                 consider(
                     walk_lenient(root, child, words, i + k).map(|(c, mut rest)| {
@@ -509,4 +481,29 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         .filter(|(_, score)| *score >= 0.6)
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(c, _)| *c)
+}
+
+/// The children whose name (dashes removed) is spelt by one or more env-var words from `i`,
+/// with how many words each takes, longest first.
+fn env_word_matches<'n>(
+    children: &'n [(String, Node)],
+    words: &[String],
+    i: usize,
+) -> Vec<(usize, &'n String, &'n Node)> {
+    let mut matches: Vec<(usize, &String, &Node)> = Vec::new();
+    for (name, child) in children {
+        let compact = name.replace('-', "");
+        let mut joined = String::new();
+        for (k, word) in words.iter().skip(i).enumerate() {
+            joined.push_str(word);
+            if joined.len() > compact.len() {
+                break;
+            }
+            if joined == compact {
+                matches.push((k + 1, name, child));
+            }
+        }
+    }
+    matches.sort_by_key(|m| std::cmp::Reverse(m.0));
+    matches
 }
