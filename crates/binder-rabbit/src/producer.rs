@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::batching::{self, Accumulator};
 use crate::compression;
 use crate::error::RabbitError;
+use crate::frame;
 use crate::headers::{self, HeaderPatterns};
 use crate::shared::Shared;
 use crate::transaction;
@@ -366,6 +367,37 @@ impl RabbitProducer {
         (Bytes::from(zipped), props)
     }
 
+    /// Refuses a message whose content header frame exceeds the publisher connection's
+    /// `frame_max`: lapin would send it and the broker would close the connection with 501.
+    async fn check_frame(&self, props: &BasicProperties) -> Result<(), RabbitError> {
+        let size = frame::header_frame_len(props);
+        // No frame is smaller than RabbitMQ's minimum frame_max: skip the lookup.
+        if size <= 4096 {
+            return Ok(());
+        }
+        let frame_max = self
+            .shared
+            .publisher
+            .get()
+            .await?
+            .configuration()
+            .frame_max();
+        if frame_max > 0 && size > frame_max as usize {
+            tracing::error!(
+                exchange = %self.exchange_name(),
+                size,
+                frame_max,
+                "message not sent: its header frame exceeds frame_max"
+            );
+            return Err(RabbitError::HeadersTooLarge {
+                exchange: self.exchange_name().to_owned(),
+                size,
+                frame_max,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes one AMQP message and, with confirms, waits for its confirm; a returned
     /// (mandatory, unroutable) or nacked message is an error.
     async fn publish_raw(
@@ -375,6 +407,7 @@ impl RabbitProducer {
         props: BasicProperties,
     ) -> Result<(), RabbitError> {
         let (body, props) = self.compress(body, props);
+        self.check_frame(&props).await?;
         let lapin_err = |context: &str| {
             let context = context.to_owned();
             move |source| RabbitError::Lapin { context, source }
