@@ -30,6 +30,9 @@ use crate::headers::{self, HeaderPatterns};
 use crate::shared::Shared;
 use crate::transaction;
 
+/// How long a publisher confirm may take before the connection is presumed dead.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How the routing key of each message is found.
 #[derive(Debug)]
 pub(crate) enum RoutingKey {
@@ -450,10 +453,27 @@ impl RabbitProducer {
             reply_code: r.reply_code,
             reply_text: r.reply_text.to_string(),
         };
-        match confirm
-            .await
-            .map_err(lapin_err("waiting for the publisher confirm"))?
-        {
+        let confirm = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(c) => c.map_err(lapin_err("waiting for the publisher confirm"))?,
+            Err(_) => {
+                // Not blocked by a resource alarm yet silent: the connection died without the
+                // client noticing. Drop it so the retry reconnects (the message may then be
+                // published twice: at least once).
+                if let Some(conn) = self.shared.publisher.current().await
+                    && !conn.status().blocked()
+                {
+                    self.shared.publisher.discard(&conn).await;
+                }
+                return Err(RabbitError::Connect {
+                    target: self.shared.publisher.target().to_owned(),
+                    reason: format!(
+                        "no publisher confirm within {CONFIRM_TIMEOUT:?} (exchange `{}`); the connection is presumed dead",
+                        self.exchange_name()
+                    ),
+                });
+            }
+        };
+        match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(r)) => Err(returned(r)),
             Confirmation::Nack(r) => Err(RabbitError::Nacked {

@@ -30,6 +30,10 @@ const X_ORIGINAL_EXCHANGE: &str = "x-original-exchange";
 const X_ORIGINAL_ROUTING_KEY: &str = "x-original-routingKey";
 const RETRY_COUNT: &str = "retry-count";
 
+/// How long the confirm of a republish may take (a silently dead connection never sends it);
+/// then the core falls back to a settlement that keeps the message.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Used as `frame_max` when the connection's is unknown (RabbitMQ's default).
 const DEFAULT_FRAME_MAX: u32 = 131_072;
 
@@ -229,7 +233,13 @@ impl Settler {
         if tx.is_some() {
             return Ok(());
         }
-        let confirm = confirm.await.map_err(|e| {
+        let Ok(confirm) = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await else {
+            return Err(BinderError::send(
+                exchange.as_str(),
+                format!("no confirm of the republished message within {CONFIRM_TIMEOUT:?}"),
+            ));
+        };
+        let confirm = confirm.map_err(|e| {
             fail(RabbitError::Lapin {
                 context: format!("waiting for the confirm of a republish to `{exchange}`"),
                 source: e,
