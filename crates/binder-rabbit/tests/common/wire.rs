@@ -118,6 +118,7 @@ pub fn deep_table_bytes(depth: usize) -> Vec<u8> {
 #[derive(Clone, Debug, Default)]
 pub struct Props {
     pub content_type: Option<Vec<u8>>,
+    pub content_encoding: Option<Vec<u8>>,
     pub headers: Option<Vec<u8>>,
     pub delivery_mode: Option<u8>,
     pub correlation_id: Option<Vec<u8>>,
@@ -133,6 +134,10 @@ impl Props {
         let mut out = Vec::new();
         if let Some(v) = &self.content_type {
             flags |= 1 << 15;
+            short(&mut out, v);
+        }
+        if let Some(v) = &self.content_encoding {
+            flags |= 1 << 14;
             short(&mut out, v);
         }
         if let Some(h) = &self.headers {
