@@ -2,7 +2,9 @@
 //! `chaos` driver and the `chaos_app` application (examples of `stream-tests`), makes sure the
 //! shared RabbitMQ answers (poison and kill -9 scenarios use queues of their own on it), then
 //! runs the driver, which starts RabbitMQ nodes of its own for the broker faults (never touching
-//! the shared one) and prints sent / processed / lost / duplicated / dead-lettered per scenario.
+//! the shared one) and a RocketMQ name server and broker of its own (from the servers
+//! `cargo xtask test` builds), and prints sent / processed / lost / duplicated / dead-lettered
+//! per scenario.
 //! `--short` (CI, `.ci/run`) streams fewer messages and one kill round: a few minutes.
 
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{broker, cargo, exec, root};
+use crate::{broker, cargo, exec, rocketmq, root};
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -37,5 +39,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let mut driver = Command::new(target_dir().join("debug/examples/chaos"));
     driver.current_dir(root()).args(args);
+    // The RocketMQ scenarios start a name server and broker of their own from the servers
+    // `cargo xtask test` built (the build itself is not started here: it takes half an hour).
+    if rocketmq::installed() {
+        driver.env("ROCKETMQ_SERVERS_DIR", rocketmq::bin_dir());
+    } else {
+        eprintln!(
+            "the RocketMQ servers are not built here (`cargo xtask broker rocketmq` builds them): \
+             the rocketmq scenario will fail"
+        );
+    }
     exec(driver)
 }

@@ -6,9 +6,12 @@
 //!
 //! Scenarios: `poison` (shared RabbitMQ), `kill9` (shared RabbitMQ), `broker-restart`,
 //! `connection-close` and `cluster` (RabbitMQ nodes of the suite's own, on loopback, removed
-//! afterwards; the shared node is never touched). Everything is bounded in time and count.
+//! afterwards; the shared node is never touched), `rocketmq` (kill -9 of the app, kill -9 and
+//! restart of the broker, on a name server and broker of the suite's own). Everything is bounded
+//! in time and count.
 
 mod poison;
+mod rocket;
 mod support;
 #[path = "../../../crates/binder-rabbit/tests/common/wire.rs"]
 mod wire;
@@ -55,6 +58,7 @@ const ALL: &[&str] = &[
     "broker-restart",
     "connection-close",
     "cluster",
+    "rocketmq",
 ];
 
 #[tokio::main]
@@ -100,6 +104,7 @@ async fn main() -> Result<()> {
             "broker-restart" => broker_restart(&bin, &base, size).await,
             "connection-close" => connection_close(&bin, &base, size).await,
             "cluster" => cluster(&bin, &base, size).await,
+            "rocketmq" => rocket::run(&bin, &base, size).await,
             _ => unreachable!("checked above"),
         };
         let ts = match run {
