@@ -2,6 +2,7 @@
 
 mod bench;
 mod broker;
+mod chaos;
 mod itest;
 mod rocketmq;
 mod test;
@@ -29,6 +30,14 @@ Commands:
                   Throughput, CPU, peak RSS and allocations of the framework against the raw
                   client on the same broker (default: all, 100000 messages, 256 B and 4 KiB,
                   3 rounds). Not part of `test`. See docs/benchmarks.md.
+  chaos [--short] [poison|kill9|broker-restart|connection-close|cluster|rocketmq]...
+                  Fault-injection suite on real brokers (default: every scenario): poison
+                  messages, kill -9 of the application, broker restarts, forced connection
+                  closes, a three-node cluster with quorum queues losing its leader, RocketMQ
+                  kill -9 of the app and of the broker. Prints
+                  sent / processed / lost / duplicated / dead-lettered; fails if anything
+                  confirmed is lost. Broker faults run on RabbitMQ nodes the suite starts on
+                  loopback and removes. `--short`: fewer messages (CI). See docs/reliability.md.
   broker rocketmq Builds (once) and starts the rocketmq-rust name server and broker on loopback
                   for running the examples by hand; Ctrl-C stops them.
   help            This text.
@@ -43,6 +52,7 @@ fn main() -> Result<()> {
         "itest" => itest::run(&rest),
         "broker" => broker_up(&rest),
         "bench" => bench::run(&rest),
+        "chaos" => chaos::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

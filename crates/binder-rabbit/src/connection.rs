@@ -16,6 +16,9 @@ use crate::provisioning::{self, DeclarationPlan};
 
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Bounds closing a connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens connections to the configured broker addresses, in order.
 #[derive(Debug)]
 pub(crate) struct ConnectionFactory {
@@ -277,14 +280,44 @@ impl ConnectionSlot {
             .cloned()
     }
 
-    /// Closes the connection.
+    /// Closes the connection, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer (a
+    /// silently dead connection never answers).
     pub(crate) async fn close(&self) {
         let conn = self.current.lock().await.take();
         if let Some(conn) = conn
             && conn.status().connected()
+            && tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "binder closed".into()))
+                .await
+                .is_err()
         {
-            let _ = conn.close(200, "binder closed".into()).await;
+            tracing::warn!(purpose = self.purpose, target = %self.target(),
+                "the broker did not answer connection.close in time; connection dropped");
         }
+    }
+
+    /// Drops `conn` if it is this slot's connection (the client still believes it open, but
+    /// the broker stopped answering on it), so the next [`ConnectionSlot::get`] connects anew;
+    /// it is closed in the background, bounded. `true` when it was this slot's.
+    pub(crate) async fn discard(&self, conn: &Arc<Connection>) -> bool {
+        let dead = {
+            let mut guard = self.current.lock().await;
+            if !guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                return false;
+            }
+            guard.take()
+        };
+        tracing::warn!(purpose = self.purpose, target = %self.target(),
+            "connection unresponsive: dropped, the next use reconnects");
+        if let Some(dead) = dead {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    dead.close(320, "connection unresponsive".into()),
+                )
+                .await;
+            });
+        }
+        true
     }
 
     pub(crate) fn target(&self) -> &str {

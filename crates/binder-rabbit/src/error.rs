@@ -67,6 +67,19 @@ pub enum RabbitError {
         /// Why, as far as known (AMQP nacks carry no text).
         reason: String,
     },
+    /// A message whose properties and headers do not fit one frame: sent, it would make the
+    /// broker close the connection every producer shares (501 FRAME_ERROR).
+    #[error(
+        "the message's headers and properties take {size} bytes, more than the connection's frame_max of {frame_max} (exchange `{exchange}`); it is not sent. Send fewer or smaller headers, or raise frame_max on the broker"
+    )]
+    HeadersTooLarge {
+        /// Exchange it was to be published to.
+        exchange: String,
+        /// Size of its content header frame.
+        size: usize,
+        /// The connection's negotiated `frame_max`.
+        frame_max: u32,
+    },
     /// A body that could not be decompressed or de-batched.
     #[error("{0}")]
     Payload(String),
@@ -95,6 +108,7 @@ impl RabbitError {
             | RabbitError::NameTooLong(_)
             | RabbitError::Returned { .. }
             | RabbitError::Nacked { .. }
+            | RabbitError::HeadersTooLarge { .. }
             | RabbitError::Payload(_) => false,
         }
     }
@@ -144,7 +158,9 @@ impl RabbitError {
                 }
                 e
             }
-            RabbitError::Payload(_) => BinderError::send(destination, &self),
+            RabbitError::HeadersTooLarge { .. } | RabbitError::Payload(_) => {
+                BinderError::send(destination, &self)
+            }
             RabbitError::Lapin { context, source } if transient => {
                 BinderError::connection(format!("RabbitMQ ({context})"), source)
                     .with_destination(destination)

@@ -122,8 +122,33 @@ pub fn simple_match(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// Converts an AMQP field value to a header value, losslessly.
+/// How deep header tables and arrays may nest: a delivery whose headers nest deeper is
+/// undecodable ([`unrepresentable`]); [`from_amqp`] stops there, so no conversion recurses
+/// without bound on broker data.
+pub const MAX_HEADER_DEPTH: usize = 64;
+
+/// A timestamp of `secs` seconds since the epoch: [`HeaderValue::Timestamp`] when the platform's
+/// `SystemTime` can hold it, else the seconds as [`HeaderValue::U64`] (AMQP timestamps are
+/// 64-bit unsigned; `SystemTime` ends at `i64::MAX` seconds on Unix). Total.
+pub fn timestamp_value(secs: u64) -> HeaderValue {
+    match UNIX_EPOCH.checked_add(Duration::from_secs(secs)) {
+        Some(t) => HeaderValue::Timestamp(t),
+        None => HeaderValue::U64(secs),
+    }
+}
+
+/// Converts an AMQP field value to a header value, losslessly (timestamps past what
+/// `SystemTime` holds become their seconds, see [`timestamp_value`]). Total: tables and arrays
+/// nested deeper than [`MAX_HEADER_DEPTH`] end in [`HeaderValue::Null`].
 pub fn from_amqp(v: &AMQPValue) -> HeaderValue {
+    from_amqp_at(v, 0)
+}
+
+fn from_amqp_at(v: &AMQPValue, depth: usize) -> HeaderValue {
+    if depth >= MAX_HEADER_DEPTH && matches!(v, AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_))
+    {
+        return HeaderValue::Null;
+    }
     match v {
         AMQPValue::Boolean(b) => HeaderValue::Bool(*b),
         AMQPValue::ShortShortInt(n) => HeaderValue::I8(*n),
@@ -144,14 +169,17 @@ pub fn from_amqp(v: &AMQPValue) -> HeaderValue {
             Ok(text) => HeaderValue::String(text.to_owned()),
             Err(_) => HeaderValue::Bytes(Bytes::copy_from_slice(s.as_bytes())),
         },
-        AMQPValue::FieldArray(a) => HeaderValue::List(a.as_slice().iter().map(from_amqp).collect()),
-        AMQPValue::Timestamp(secs) => {
-            HeaderValue::Timestamp(UNIX_EPOCH + Duration::from_secs(*secs))
-        }
+        AMQPValue::FieldArray(a) => HeaderValue::List(
+            a.as_slice()
+                .iter()
+                .map(|v| from_amqp_at(v, depth + 1))
+                .collect(),
+        ),
+        AMQPValue::Timestamp(secs) => timestamp_value(*secs),
         AMQPValue::FieldTable(t) => HeaderValue::Map(
             t.inner()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), from_amqp(v)))
+                .map(|(k, v)| (k.as_str().to_owned(), from_amqp_at(v, depth + 1)))
                 .collect(),
         ),
         AMQPValue::ByteArray(b) => HeaderValue::Bytes(Bytes::copy_from_slice(b.as_slice())),
@@ -273,7 +301,7 @@ pub(crate) fn inbound_headers(
         h.insert(amqp::PRIORITY, i32::from(*p));
     }
     if let Some(ts) = props.timestamp() {
-        h.insert(amqp::TIMESTAMP, UNIX_EPOCH + Duration::from_secs(*ts));
+        h.insert(amqp::TIMESTAMP, timestamp_value(*ts));
     }
     h.insert(amqp::RECEIVED_EXCHANGE, env.exchange);
     h.insert(amqp::RECEIVED_ROUTING_KEY, env.routing_key);
@@ -285,6 +313,88 @@ pub(crate) fn inbound_headers(
     h.insert(amqp::CONSUMER_QUEUE, env.queue);
     h.insert(amqp::CONSUMER_TAG, env.consumer_tag);
     h
+}
+
+/// Marks what the AMQP client decoded lossily: short strings (header names, `type`,
+/// `message-id`, routing keys...) are octets on the wire and the client (patched, see
+/// docs/rabbit-binder.md) turns octets that are not UTF-8 into U+FFFD instead of failing the
+/// connection.
+const REPLACEMENT: char = char::REPLACEMENT_CHARACTER;
+
+/// Why a delivery cannot be represented faithfully as a message, if it cannot: a short string
+/// that was not UTF-8 (decoded lossily, so its name or value is not what was sent), or headers
+/// nested deeper than [`MAX_HEADER_DEPTH`]. Such a delivery is undecodable: it takes the error
+/// path (dead letter, or reject) without calling the function. Walks the headers without
+/// recursion.
+pub(crate) fn unrepresentable(
+    props: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+) -> Option<String> {
+    const NOT_UTF8: &str =
+        "is not valid UTF-8 (AMQP short strings must be; the client decoded it lossily)";
+    let lossy = |s: &str| s.contains(REPLACEMENT);
+    if lossy(routing_key) {
+        return Some(format!("the routing key `{routing_key}` {NOT_UTF8}"));
+    }
+    if lossy(exchange) {
+        return Some(format!("the exchange name `{exchange}` {NOT_UTF8}"));
+    }
+    let shorts = [
+        ("content-type", props.content_type()),
+        ("content-encoding", props.content_encoding()),
+        ("correlation-id", props.correlation_id()),
+        ("reply-to", props.reply_to()),
+        ("expiration", props.expiration()),
+        ("message-id", props.message_id()),
+        ("type", props.kind()),
+        ("user-id", props.user_id()),
+        ("app-id", props.app_id()),
+        ("cluster-id", props.cluster_id()),
+    ];
+    for (name, value) in shorts {
+        if let Some(v) = value
+            && lossy(v.as_str())
+        {
+            return Some(format!("the `{name}` property `{v}` {NOT_UTF8}"));
+        }
+    }
+    let table = props.headers().as_ref()?;
+    // (value, depth, the top-level header it is in)
+    let mut stack: Vec<(&AMQPValue, usize, &str)> = Vec::new();
+    for (k, v) in table.inner() {
+        if lossy(k.as_str()) {
+            return Some(format!("the header name `{k}` {NOT_UTF8}"));
+        }
+        stack.push((v, 1, k.as_str()));
+    }
+    while let Some((v, depth, top)) = stack.pop() {
+        match v {
+            AMQPValue::ShortString(s) if lossy(s.as_str()) => {
+                return Some(format!("a short string in header `{top}` {NOT_UTF8}"));
+            }
+            AMQPValue::FieldTable(_) | AMQPValue::FieldArray(_) if depth >= MAX_HEADER_DEPTH => {
+                return Some(format!(
+                    "header `{top}` nests tables or arrays deeper than {MAX_HEADER_DEPTH} levels"
+                ));
+            }
+            AMQPValue::FieldTable(t) => {
+                for (k, v) in t.inner() {
+                    if lossy(k.as_str()) {
+                        return Some(format!(
+                            "the name `{k}` in the table of header `{top}` {NOT_UTF8}"
+                        ));
+                    }
+                    stack.push((v, depth + 1, top));
+                }
+            }
+            AMQPValue::FieldArray(a) => {
+                stack.extend(a.as_slice().iter().map(|v| (v, depth + 1, top)));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn short_of(v: &HeaderValue) -> Option<ShortString> {
@@ -422,6 +532,196 @@ pub(crate) fn outbound_properties(
 )]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    fn amqp_value() -> impl Strategy<Value = AMQPValue> {
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(AMQPValue::Boolean),
+            any::<i8>().prop_map(AMQPValue::ShortShortInt),
+            any::<u8>().prop_map(AMQPValue::ShortShortUInt),
+            any::<i16>().prop_map(AMQPValue::ShortInt),
+            any::<u16>().prop_map(AMQPValue::ShortUInt),
+            any::<i32>().prop_map(AMQPValue::LongInt),
+            any::<u32>().prop_map(AMQPValue::LongUInt),
+            any::<i64>().prop_map(AMQPValue::LongLongInt),
+            any::<f32>().prop_map(AMQPValue::Float),
+            any::<f64>().prop_map(AMQPValue::Double),
+            any::<u64>().prop_map(AMQPValue::Timestamp),
+            prop_oneof![
+                Just(0u64),
+                Just(i64::MAX as u64),
+                Just(1 << 63),
+                Just(u64::MAX)
+            ]
+            .prop_map(AMQPValue::Timestamp),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(scale, value)| AMQPValue::DecimalValue(DecimalValue { scale, value })),
+            "\\PC{0,20}".prop_map(|s| AMQPValue::ShortString(ShortString::from(s))),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| AMQPValue::LongString(LongString::from(b))),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| AMQPValue::ByteArray(ByteArray::from(b))),
+            Just(AMQPValue::Void),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|v| AMQPValue::FieldArray(FieldArray::from(v))),
+                proptest::collection::btree_map("\\PC{1,12}", inner, 0..6).prop_map(|m| {
+                    let mut t = FieldTable::default();
+                    for (k, v) in m {
+                        t.insert(ShortString::from(k), v);
+                    }
+                    AMQPValue::FieldTable(t)
+                }),
+            ]
+        })
+    }
+
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        let leaf = prop_oneof![
+            Just(HeaderValue::Null),
+            any::<bool>().prop_map(HeaderValue::Bool),
+            any::<i64>().prop_map(HeaderValue::I64),
+            any::<u64>().prop_map(HeaderValue::U64),
+            any::<f64>().prop_map(HeaderValue::F64),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(scale, value)| HeaderValue::Decimal { scale, value }),
+            "\\PC{0,300}".prop_map(HeaderValue::String),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| HeaderValue::Bytes(Bytes::from(b))),
+            any::<u64>().prop_map(|s| HeaderValue::Timestamp(
+                UNIX_EPOCH + Duration::from_secs(s % (1 << 40))
+            )),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(HeaderValue::List),
+                proptest::collection::btree_map("\\PC{0,300}", inner, 0..6)
+                    .prop_map(HeaderValue::Map),
+            ]
+        })
+    }
+
+    fn envelope() -> InboundEnvelope<'static> {
+        InboundEnvelope {
+            exchange: "ex",
+            routing_key: "rk",
+            delivery_tag: u64::MAX,
+            redelivered: false,
+            queue: "q",
+            consumer_tag: "t",
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every AMQP value converts, and back: no panic on any broker data.
+        #[test]
+        fn inbound_conversion_is_total(
+            table in proptest::collection::btree_map("\\PC{1,12}", amqp_value(), 0..10),
+            timestamp in proptest::option::of(any::<u64>()),
+            priority in proptest::option::of(any::<u8>()),
+            mode in proptest::option::of(any::<u8>()),
+        ) {
+            let mut t = FieldTable::default();
+            for (k, v) in table {
+                t.insert(ShortString::from(k), v);
+            }
+            let mut p = BasicProperties::default().with_headers(t);
+            if let Some(ts) = timestamp { p = p.with_timestamp(ts); }
+            if let Some(v) = priority { p = p.with_priority(v); }
+            if let Some(v) = mode { p = p.with_delivery_mode(v); }
+            let _ = unrepresentable(&p, "ex", "rk");
+            let h = inbound_headers(&p, &envelope(), &HeaderPatterns::new(&["*"]));
+            for (_, v) in h.iter() {
+                let _ = to_amqp(v);
+                let _ = v.to_string();
+            }
+            // And back out again, as a function that forwards its input would.
+            let _ = outbound_properties(&h, &HeaderPatterns::new(&["*"]), 2);
+        }
+
+        /// Any headers a function sets map to AMQP properties without a panic; names that are no
+        /// short strings (over 255 bytes) are left out.
+        #[test]
+        fn outbound_conversion_is_total(
+            headers in proptest::collection::btree_map("(amqp_[a-zA-Z]{2,14}|contentType|id|timestamp|priority|\\PC{0,300})", header_value(), 0..12),
+        ) {
+            let mut h = Headers::new();
+            for (k, v) in headers {
+                h.insert(k, v);
+            }
+            let p = outbound_properties(&h, &HeaderPatterns::new(&["*"]), 2);
+            let _ = crate::frame::header_frame_len(&p);
+        }
+
+        /// What is representable survives the round trip (timestamps at second precision).
+        #[test]
+        fn values_round_trip(v in header_value()) {
+            let back = from_amqp(&to_amqp(&v));
+            match (&v, &back) {
+                (HeaderValue::U64(n), HeaderValue::I64(m)) => prop_assert_eq!(*n as i64, *m),
+                (HeaderValue::U64(n), HeaderValue::String(s)) => prop_assert_eq!(n.to_string(), s.clone()),
+                (HeaderValue::Map(_) | HeaderValue::List(_), _) => {}
+                _ => prop_assert_eq!(&v, &back),
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_past_system_time_become_seconds() {
+        assert_eq!(timestamp_value(u64::MAX), HeaderValue::U64(u64::MAX));
+        assert_eq!(timestamp_value(1 << 63), HeaderValue::U64(1 << 63));
+        assert!(matches!(
+            timestamp_value(i64::MAX as u64),
+            HeaderValue::Timestamp(_)
+        ));
+        let p = BasicProperties::default().with_timestamp(u64::MAX);
+        let h = inbound_headers(&p, &envelope(), &HeaderPatterns::new(&["*"]));
+        assert_eq!(h.get(amqp::TIMESTAMP), Some(&HeaderValue::U64(u64::MAX)));
+    }
+
+    #[test]
+    fn lossy_short_strings_and_deep_tables_are_unrepresentable() {
+        let mut t = FieldTable::default();
+        t.insert("ok\u{FFFD}".into(), AMQPValue::LongInt(1));
+        let p = BasicProperties::default().with_headers(t);
+        let why = unrepresentable(&p, "ex", "rk").expect("lossy header name");
+        assert!(why.contains("header name"), "{why}");
+        let p = BasicProperties::default().with_type("\u{FFFD}".into());
+        assert!(
+            unrepresentable(&p, "ex", "rk")
+                .expect("type")
+                .contains("`type`")
+        );
+        assert!(unrepresentable(&BasicProperties::default(), "ex", "k\u{FFFD}").is_some());
+        let mut v = AMQPValue::Void;
+        for _ in 0..MAX_HEADER_DEPTH {
+            let mut t = FieldTable::default();
+            t.insert("d".into(), v);
+            v = AMQPValue::FieldTable(t);
+        }
+        let mut t = FieldTable::default();
+        t.insert("deep".into(), v.clone());
+        let p = BasicProperties::default().with_headers(t);
+        assert!(
+            unrepresentable(&p, "ex", "rk")
+                .expect("deep")
+                .contains("deeper")
+        );
+        // Converting stops at the bound instead of recursing.
+        let mut depth = 0;
+        let mut cur = from_amqp(&v);
+        while let HeaderValue::Map(m) = cur {
+            depth += 1;
+            cur = m.into_values().next().unwrap_or(HeaderValue::Null);
+        }
+        assert_eq!(depth, MAX_HEADER_DEPTH);
+        assert!(unrepresentable(&props_with_headers(), "ex", "rk").is_none());
+    }
 
     #[test]
     fn patterns_first_match_wins() {

@@ -25,9 +25,13 @@ use tracing::Instrument;
 use crate::batching::{self, Accumulator};
 use crate::compression;
 use crate::error::RabbitError;
+use crate::frame;
 use crate::headers::{self, HeaderPatterns};
 use crate::shared::Shared;
 use crate::transaction;
+
+/// How long a publisher confirm may take before the connection is presumed dead.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How the routing key of each message is found.
 #[derive(Debug)]
@@ -369,6 +373,37 @@ impl RabbitProducer {
         (Bytes::from(zipped), props)
     }
 
+    /// Refuses a message whose content header frame exceeds the publisher connection's
+    /// `frame_max`: lapin would send it and the broker would close the connection with 501.
+    async fn check_frame(&self, props: &BasicProperties) -> Result<(), RabbitError> {
+        let size = frame::header_frame_len(props);
+        // No frame is smaller than RabbitMQ's minimum frame_max: skip the lookup.
+        if size <= 4096 {
+            return Ok(());
+        }
+        let frame_max = self
+            .shared
+            .publisher
+            .get()
+            .await?
+            .configuration()
+            .frame_max();
+        if frame_max > 0 && size > frame_max as usize {
+            tracing::error!(
+                exchange = %self.exchange_name(),
+                size,
+                frame_max,
+                "message not sent: its header frame exceeds frame_max"
+            );
+            return Err(RabbitError::HeadersTooLarge {
+                exchange: self.exchange_name().to_owned(),
+                size,
+                frame_max,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes one AMQP message and, with confirms, waits for its confirm; a returned
     /// (mandatory, unroutable) or nacked message is an error.
     async fn publish_raw(
@@ -378,6 +413,7 @@ impl RabbitProducer {
         props: BasicProperties,
     ) -> Result<(), RabbitError> {
         let (body, props) = self.compress(body, props);
+        self.check_frame(&props).await?;
         let lapin_err = |context: &str| {
             let context = context.to_owned();
             move |source| RabbitError::Lapin { context, source }
@@ -420,10 +456,27 @@ impl RabbitProducer {
             reply_code: r.reply_code,
             reply_text: r.reply_text.to_string(),
         };
-        match confirm
-            .await
-            .map_err(lapin_err("waiting for the publisher confirm"))?
-        {
+        let confirm = match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(c) => c.map_err(lapin_err("waiting for the publisher confirm"))?,
+            Err(_) => {
+                // Not blocked by a resource alarm yet silent: the connection died without the
+                // client noticing. Drop it so the retry reconnects (the message may then be
+                // published twice: at least once).
+                if let Some(conn) = self.shared.publisher.current().await
+                    && !conn.status().blocked()
+                {
+                    self.shared.publisher.discard(&conn).await;
+                }
+                return Err(RabbitError::Connect {
+                    target: self.shared.publisher.target().to_owned(),
+                    reason: format!(
+                        "no publisher confirm within {CONFIRM_TIMEOUT:?} (exchange `{}`); the connection is presumed dead",
+                        self.exchange_name()
+                    ),
+                });
+            }
+        };
+        match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(r)) => Err(returned(r)),
             Confirmation::Nack(r) => Err(RabbitError::Nacked {

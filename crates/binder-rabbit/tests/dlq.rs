@@ -388,3 +388,60 @@ async fn partitioned_republish_reaches_the_shared_dlq() {
         .cleanup(&[&format!("{dest}.g-1"), &dlq], &[&dest, &dlx])
         .await;
 }
+
+#[tokio::test]
+#[ignore = "needs RabbitMQ at 127.0.0.1:5672; run with cargo xtask itest"]
+async fn republish_of_headers_near_frame_max_fits_the_frame_and_keeps_the_publisher_up() {
+    let admin = raw().await;
+    let dest = unique("dlq-frame");
+    let queue = format!("{dest}.g");
+    let dlq = format!("{queue}.dlq");
+    let dlx = format!("{dest}.DLX");
+    let p = "spring.cloud.stream.rabbit.bindings.in.consumer";
+    let b = binder(&format!(
+        "{p}.auto-bind-dlq=true\n{p}.dead-letter-exchange={dlx}\n"
+    ));
+    // A long error: the failure headers alone would not fit beside the message's headers.
+    let (h, mut rx) = recorder(|m| {
+        if m.payload().as_ref() == b"big" {
+            recover(m, FunctionError::msg("x".repeat(50_000)))
+        } else {
+            recover(m, FunctionError::msg("small failure"))
+        }
+    });
+    let binding = bind(&b, consumer_request("in", &dest, Some("g")), h).await;
+    let frame_max = admin.conn.configuration().frame_max() as usize;
+    let props = BasicProperties::default().with_headers(table(&[
+        ("big", s(&"y".repeat(frame_max - 400))),
+        ("keep", s("me")),
+    ]));
+    admin.publish(&dest, "k", b"big", props).await;
+    assert!(recv(&mut rx, WAIT).await.is_some());
+    let m = admin.get(&dlq, WAIT).await.expect("republished to the DLQ");
+    let p = &m.delivery.properties;
+    assert_eq!(m.delivery.data, b"big");
+    let why = header_str(p, "x-exception-message").expect("x-exception-message");
+    assert!(why.starts_with("xxx"), "{why}");
+    assert_eq!(
+        header_str(p, "keep").as_deref(),
+        Some("me"),
+        "small headers kept"
+    );
+    assert!(header(p, "big").is_none(), "the largest header is left out");
+    // The shared publisher connection is still up: the next failure is republished too.
+    admin
+        .publish(&dest, "k", b"small", BasicProperties::default())
+        .await;
+    assert!(recv(&mut rx, WAIT).await.is_some());
+    let m = admin
+        .get(&dlq, WAIT)
+        .await
+        .expect("the next one republished");
+    assert_eq!(
+        header_str(&m.delivery.properties, "x-exception-message").as_deref(),
+        Some("small failure")
+    );
+    assert_eq!(admin.queue_messages(&queue).await, Some(0));
+    binding.stop().await.expect("stop");
+    admin.cleanup(&[&queue, &dlq], &[&dest, &dlx]).await;
+}

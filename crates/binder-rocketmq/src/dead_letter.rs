@@ -10,7 +10,7 @@ use rocketmq_model::common::message::MessageConst;
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message as MqMessage;
-use stream_core::binder::DeadLetter;
+use stream_core::binder::{DeadLetter, HeaderBudget};
 use stream_core::message::names;
 
 use crate::provisioning::dlq_topic;
@@ -22,18 +22,6 @@ const PROPERTIES_BUDGET: usize = 30_000;
 const MAX_STACKTRACE: usize = 16 * 1024;
 /// The longest `x-exception-message` written.
 const MAX_EXCEPTION_MESSAGE: usize = 4 * 1024;
-
-/// `text` cut to at most `max` bytes at a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while end > 0 && !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 fn properties_len(m: &MqMessage) -> usize {
     m.properties()
@@ -65,21 +53,31 @@ pub(crate) fn message(ext: &MessageExt, group: &str, letter: &DeadLetter) -> MqM
         CheetahString::from_static_str(MessageConst::PROPERTY_RECONSUME_TIME),
         CheetahString::from_string(ext.reconsume_times().to_string()),
     );
-    let exception = cut(letter.exception_message(), MAX_EXCEPTION_MESSAGE);
-    let used = properties_len(&m) + exception.len() + 64;
-    let room = PROPERTIES_BUDGET.saturating_sub(used).min(MAX_STACKTRACE);
-    let (stacktrace, _) = letter.stacktrace(Some(room));
+    // The core's rule for bounding the failure headers; a property costs its name, its value
+    // and two separators.
+    let entry = |name: &str, len: usize| name.len() + len + 2;
+    let budget = HeaderBudget::new(PROPERTIES_BUDGET.saturating_sub(properties_len(&m)))
+        .with_max_message(MAX_EXCEPTION_MESSAGE)
+        .with_max_stacktrace(MAX_STACKTRACE);
+    let Some(bounded) = letter.bounded_failure_headers(budget, entry) else {
+        tracing::warn!(
+            group,
+            "the failed message's properties leave no room for the failure headers; dead-lettered without them"
+        );
+        return m;
+    };
     for (name, value) in [
-        (names::EXCEPTION_MESSAGE, exception),
-        (names::EXCEPTION_STACKTRACE, stacktrace.as_ref()),
+        (names::EXCEPTION_MESSAGE, bounded.exception_message),
+        (names::EXCEPTION_STACKTRACE, bounded.stacktrace),
     ] {
+        let value = crate::headers::property_text(&value);
         if value.trim().is_empty() {
             continue;
         }
         // Neither name is reserved and the value is not blank: this cannot fail.
         let _ = m.put_user_property(
             CheetahString::from_static_str(name),
-            CheetahString::from_slice(value),
+            CheetahString::from_string(value.into_owned()),
         );
     }
     m

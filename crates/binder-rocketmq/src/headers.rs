@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use cheetah_string::CheetahString;
+use rocketmq_model::codec::{NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR};
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::STRING_HASH_SET;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -105,11 +106,29 @@ fn text(headers: &Headers, names: &[&str]) -> Option<String> {
     names
         .iter()
         .filter_map(|n| headers.get(n))
-        .map(|v| v.to_string().trim().to_owned())
+        .map(|v| property_text(v.to_string().trim()).into_owned())
         .find(|s| !s.is_empty())
 }
 
-/// Maps a stream message to a RocketMQ message for `topic`.
+/// RocketMQ stores properties as one string, `name\u{1}value\u{2}` per property: text holding
+/// either separator would split into other properties (even reserved ones) on the broker.
+fn has_separator(s: &str) -> bool {
+    s.contains([NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR])
+}
+
+/// `text` as a property value can carry it: each separator replaced by U+FFFD.
+pub(crate) fn property_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if has_separator(text) {
+        std::borrow::Cow::Owned(
+            text.replace([NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR], "\u{FFFD}"),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Maps a stream message to a RocketMQ message for `topic`. Total: a header whose name holds
+/// a property separator is left out (with a warning), separators in values are replaced.
 pub fn to_rocketmq(topic: &str, message: &Message<Bytes>) -> Outbound {
     let headers = message.headers();
     let mut mq = MqMessage::builder()
@@ -150,10 +169,18 @@ pub fn to_rocketmq(topic: &str, message: &Message<Bytes>) -> Outbound {
         {
             continue;
         }
+        if has_separator(name) {
+            tracing::warn!(header = %name.escape_debug(), "header not sent: its name holds a RocketMQ property separator (\\u0001 or \\u0002)");
+            continue;
+        }
         let rendered = value.to_string();
         if rendered.trim().is_empty() {
             continue;
         }
+        let rendered = match property_text(&rendered) {
+            std::borrow::Cow::Borrowed(_) => rendered,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
         // Not reserved and not blank: put_user_property cannot fail here.
         let _ = mq.put_user_property(
             CheetahString::from_slice(name),
@@ -213,7 +240,61 @@ pub fn from_rocketmq(ext: &MessageExt) -> Message<Bytes> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        let leaf = prop_oneof![
+            Just(HeaderValue::Null),
+            any::<bool>().prop_map(HeaderValue::Bool),
+            any::<i64>().prop_map(HeaderValue::I64),
+            any::<u64>().prop_map(HeaderValue::U64),
+            any::<f64>().prop_map(HeaderValue::F64),
+            (any::<u8>(), any::<u32>())
+                .prop_map(|(scale, value)| HeaderValue::Decimal { scale, value }),
+            "\\PC{0,40}|[\\x01\\x02a-z]{0,10}".prop_map(HeaderValue::String),
+            proptest::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| HeaderValue::Bytes(Bytes::from(b))),
+            any::<u64>().prop_map(|s| HeaderValue::Timestamp(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s % (1 << 40))
+            )),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(HeaderValue::List),
+                proptest::collection::btree_map("[a-z]{0,5}", inner, 0..4)
+                    .prop_map(HeaderValue::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any headers map to properties without a panic, and what the broker would store
+        /// parses back to exactly the user properties that were set: no separator can split a
+        /// header into others.
+        #[test]
+        fn outbound_mapping_is_total_and_cannot_inject_properties(
+            headers in proptest::collection::btree_map("[a-zA-Z_]{1,12}|[\\x01\\x02a-z]{1,6}|\\PC{1,12}", header_value(), 0..10),
+        ) {
+            let mut m = Message::bytes("b");
+            for (k, v) in &headers {
+                m.headers_mut().insert(k.clone(), v.clone());
+            }
+            let out = to_rocketmq("t", &m);
+            let wire = rocketmq_model::codec::message_properties_to_string(out.message.properties().as_map());
+            let back = rocketmq_model::codec::string_to_message_properties(Some(&wire));
+            prop_assert_eq!(back.len(), out.message.properties().as_map().len());
+            for (k, _) in back.iter() {
+                prop_assert!(!has_separator(k.as_str()));
+            }
+            let mut ext = MessageExt::default();
+            ext.set_message_inner(out.message);
+            let _ = from_rocketmq(&ext);
+        }
+    }
 
     fn user(m: &MqMessage, name: &str) -> Option<String> {
         m.get_user_property(CheetahString::from_slice(name))

@@ -16,6 +16,10 @@ use crate::provisioning::{ConsumerTopology, short};
 use crate::scaling::Scaler;
 use crate::shared::Shared;
 
+/// How long opening a channel and subscribing may take on a connection before it is presumed
+/// dead.
+pub(crate) const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Everything a consumer's tasks need, fixed at bind time.
 pub(crate) struct ConsumerContext {
     pub(crate) binding: String,
@@ -154,8 +158,45 @@ impl ConsumerContext {
     }
 
     /// Opens a channel (prefetch, `tx.select` when transacted) and subscribes.
-    pub(crate) async fn open(&self) -> Result<(Channel, lapin::Consumer), RabbitError> {
+    pub(crate) async fn open(
+        &self,
+    ) -> Result<(Arc<lapin::Connection>, Channel, lapin::Consumer), RabbitError> {
         let conn = self.connection().await?;
+        // A connection that died silently (no FIN, no heartbeat yet) never answers: bounded, and
+        // dropped so the next attempt reconnects.
+        match tokio::time::timeout(SETUP_TIMEOUT, self.subscribe(&conn)).await {
+            Ok(Ok((channel, consumer))) => Ok((conn, channel, consumer)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.discard(&conn).await;
+                Err(RabbitError::Connect {
+                    target: self.shared.consumer.target().to_owned(),
+                    reason: format!(
+                        "the broker did not answer within {SETUP_TIMEOUT:?} while subscribing; the connection is presumed dead"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Drops `conn` from whichever of the binder's connection slots holds it.
+    pub(crate) async fn discard(&self, conn: &Arc<lapin::Connection>) {
+        if self.shared.consumer.discard(conn).await {
+            return;
+        }
+        if let Some(affinity) = &self.shared.affinity {
+            for slot in &affinity.slots {
+                if slot.discard(conn).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &Arc<lapin::Connection>,
+    ) -> Result<(Channel, lapin::Consumer), RabbitError> {
         let lapin_err = |context: &str| {
             let context = format!("{context} (queue `{}`)", self.queue());
             move |source| RabbitError::Lapin { context, source }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::Channel;
-use lapin::options::BasicCancelOptions;
+use lapin::options::{BasicCancelOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use stream_core::binder::{Delivery, Sink, SourceStatus};
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
@@ -26,6 +27,15 @@ const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
 /// Bounds closing a channel (a dead connection must not hold a stopping consumer).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every this many health checks a consumer asks the broker whether its queue still has
+/// consumers (a passive declare on its channel): a connection that died silently (the broker
+/// dropped it, nothing reached the client: no FIN, heartbeats not yet missed) answers nothing,
+/// or answers that the queue has no consumer. Either way the consumer is lost.
+const PROBE_EVERY: u32 = 5;
+
+/// How long that answer may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tells `start` whether the first subscription worked (or failed for good).
 pub(crate) type FirstStart = oneshot::Sender<Result<(), RabbitError>>;
@@ -117,7 +127,7 @@ pub(crate) async fn run(
             _ = &mut stopped => {
                 // Let a subscription under way finish (bounded) and cancel it: dropped midway
                 // it would stay registered on the broker, and what it received unsettled.
-                if let Ok(Ok((channel, _))) = tokio::time::timeout(CLOSE_TIMEOUT, open).await {
+                if let Ok(Ok((_, channel, _))) = tokio::time::timeout(CLOSE_TIMEOUT, open).await {
                     let _ = tokio::time::timeout(
                         CLOSE_TIMEOUT,
                         channel.close(200, "consumer stopped".into()),
@@ -129,7 +139,7 @@ pub(crate) async fn run(
             r = &mut open => r,
         };
         match opened {
-            Ok((channel, subscription)) => {
+            Ok((conn, channel, subscription)) => {
                 missing_attempts = 0;
                 report_first(&mut first, Ok(()));
                 sink.report(SourceStatus::Consuming);
@@ -143,6 +153,7 @@ pub(crate) async fn run(
                 let end = consume(
                     &ctx,
                     &consumer,
+                    &conn,
                     &channel,
                     subscription,
                     &sink,
@@ -151,11 +162,20 @@ pub(crate) async fn run(
                 )
                 .await;
                 if channel.status().connected() {
-                    let _ = tokio::time::timeout(
-                        CLOSE_TIMEOUT,
-                        channel.close(200, "consumer stopped".into()),
-                    )
-                    .await;
+                    let channel = channel.clone();
+                    let close = async move {
+                        let _ = tokio::time::timeout(
+                            CLOSE_TIMEOUT,
+                            channel.close(200, "consumer stopped".into()),
+                        )
+                        .await;
+                    };
+                    if matches!(end, LoopEnd::Lost(_)) {
+                        // Perhaps on a dead connection: do not hold the recovery for it.
+                        tokio::spawn(close);
+                    } else {
+                        close.await;
+                    }
                 }
                 match end {
                     LoopEnd::Stopped => return,
@@ -301,9 +321,14 @@ pub(crate) async fn run(
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the consume loop's state, borrowed from run"
+)]
 async fn consume(
     ctx: &Arc<ConsumerContext>,
     consumer: &Arc<Inner>,
+    conn: &Arc<lapin::Connection>,
     channel: &Channel,
     mut subscription: lapin::Consumer,
     sink: &Sink<RabbitConsumer>,
@@ -318,6 +343,8 @@ async fn consume(
     let idle = tokio::time::sleep(ctx.props.receive_timeout);
     tokio::pin!(idle);
     let mapping = ctx.mapping();
+    let mut ticks = 0u32;
+    let mut unknown_to_broker = false;
     loop {
         tokio::select! {
             biased;
@@ -366,8 +393,22 @@ async fn consume(
                 None => return LoopEnd::Lost("the broker cancelled the consumer".to_owned()),
             },
             _ = health.tick() => {
-                if !channel.status().connected() {
+                if !channel.status().connected() || !conn.status().connected() {
                     return LoopEnd::Lost("the channel or its connection closed".to_owned());
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(PROBE_EVERY) {
+                    match probe(ctx, conn, channel).await {
+                        Err(lost) => return LoopEnd::Lost(lost),
+                        // Twice in a row, so a count the broker has not caught up with yet
+                        // does not cost a reconnect.
+                        Ok(0) if unknown_to_broker => {
+                            return LoopEnd::Lost(
+                                "the broker holds no consumer on the queue any more".to_owned(),
+                            );
+                        }
+                        Ok(count) => unknown_to_broker = count == 0,
+                    }
                 }
             }
             _ = &mut idle, if scaling => {
@@ -388,5 +429,37 @@ async fn consume(
                 }
             }
         }
+    }
+}
+
+/// Asks the broker how many consumers the consumer's queue has; why the consumer is lost when
+/// the broker does not answer.
+async fn probe(
+    ctx: &ConsumerContext,
+    conn: &Arc<lapin::Connection>,
+    channel: &Channel,
+) -> Result<u32, String> {
+    let Ok(queue) = crate::provisioning::short(ctx.queue()) else {
+        return Ok(1);
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        channel.queue_declare(queue, passive, FieldTable::default()),
+    )
+    .await
+    {
+        Err(_) => {
+            // The client still believes the connection open: drop it so recovery reconnects.
+            ctx.discard(conn).await;
+            Err(format!(
+                "the broker did not answer a passive declare within {PROBE_TIMEOUT:?}; the connection is presumed dead"
+            ))
+        }
+        Ok(Err(e)) => Err(format!("passive declare of the queue failed: {e}")),
+        Ok(Ok(q)) => Ok(q.consumer_count()),
     }
 }

@@ -87,7 +87,13 @@ impl Mapping<'_> {
             ..
         } = delivery;
         let body = Bytes::from(data);
-        let unpacked = unpack(&properties, &body, self.max_decompressed_size);
+        let unreadable =
+            headers::unrepresentable(&properties, exchange.as_str(), routing_key.as_str());
+        let unpacked = match &unreadable {
+            // Not unpacked: the error path carries the delivery as received.
+            Some(_) => Ok(super::unpack::Unpacked::plain()),
+            None => unpack(&properties, &body, self.max_decompressed_size),
+        };
         let env = InboundEnvelope {
             exchange: exchange.as_str(),
             routing_key: routing_key.as_str(),
@@ -118,6 +124,14 @@ impl Mapping<'_> {
             acker,
             channel: channel.clone(),
         };
+        if let Some(reason) = unreadable {
+            return Delivery::undecodable(
+                raw,
+                Message::from_parts(body, headers),
+                FunctionError::msg(format!("delivery cannot be represented: {reason}"))
+                    .with_kind("MessageConversionException"),
+            );
+        }
         let body = match content {
             // A plain delivery: the body and headers move into the message, nothing is copied.
             Ok(None) => Body::One(Message::from_parts(body, headers)),

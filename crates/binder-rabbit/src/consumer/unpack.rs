@@ -24,6 +24,15 @@ pub(crate) struct Unpacked {
 }
 
 impl Unpacked {
+    /// The delivery as received.
+    pub(crate) fn plain() -> Self {
+        Self {
+            properties: None,
+            parts: Vec::new(),
+            batched: false,
+        }
+    }
+
     /// Whether the delivery is the message unchanged (one part, as received).
     pub(crate) fn is_plain(&self) -> bool {
         self.properties.is_none() && self.parts.is_empty()

@@ -46,7 +46,10 @@ use stream_config::{AckMode, Environment, Properties};
 
 use crate::error::BinderError;
 
-pub use crate::process::{DeadLetter, DeadLetterRoute, FailedMessage, Recovery, Settlement};
+pub use crate::process::{
+    BoundedFailure, DeadLetter, DeadLetterRoute, FailedMessage, HeaderBudget, Recovery, Settlement,
+    headers_to_drop,
+};
 pub use capability::{Capabilities, Capability};
 pub use delivery::{Body, Delivery};
 pub use erased::AnyBinderFactory;

@@ -47,11 +47,13 @@ pub enum HeaderValue {
     F32(f32),
     /// 64-bit float.
     F64(f64),
-    /// AMQP decimal: `value / 10^scale`.
+    /// AMQP decimal: `unscaled / 10^scale`.
     Decimal {
         /// Number of decimal places.
         scale: u8,
-        /// Unscaled value.
+        /// The unscaled value's 32 bits as on the wire; the RabbitMQ Java client (and so
+        /// Spring) reads them as a signed two's-complement integer, and so does `Display`
+        /// (`0xFFFF_FFF1` with scale 1 is `-1.5`).
         value: u32,
     },
     /// UTF-8 text.
@@ -124,21 +126,7 @@ impl fmt::Display for HeaderValue {
             HeaderValue::U64(v) => write!(f, "{v}"),
             HeaderValue::F32(v) => write!(f, "{v}"),
             HeaderValue::F64(v) => write!(f, "{v}"),
-            HeaderValue::Decimal { scale, value } => {
-                let divisor = 10u64.pow(u32::from(*scale));
-                let value = u64::from(*value);
-                if *scale == 0 {
-                    write!(f, "{value}")
-                } else {
-                    write!(
-                        f,
-                        "{}.{:0width$}",
-                        value / divisor,
-                        value % divisor,
-                        width = usize::from(*scale)
-                    )
-                }
-            }
+            HeaderValue::Decimal { scale, value } => write_decimal(f, *scale, *value),
             HeaderValue::String(s) => f.write_str(s),
             HeaderValue::Bytes(b) => f.write_str(&String::from_utf8_lossy(b)),
             HeaderValue::List(items) => {
@@ -169,6 +157,25 @@ impl fmt::Display for HeaderValue {
                 write!(f, "{millis}")
             }
         }
+    }
+}
+
+/// Renders an AMQP decimal as Java's `BigDecimal.toPlainString()` does: the unscaled 32 bits
+/// read as a signed (two's complement) integer, as the RabbitMQ Java client and so Spring read
+/// them, and any scale (0 to 255) placed by moving the decimal point in the digits, so no
+/// arithmetic can overflow (`10^scale` does for scales above 19).
+fn write_decimal(f: &mut fmt::Formatter<'_>, scale: u8, value: u32) -> fmt::Result {
+    let unscaled = i32::from_be_bytes(value.to_be_bytes());
+    let sign = if unscaled < 0 { "-" } else { "" };
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = usize::from(scale);
+    if scale == 0 {
+        write!(f, "{sign}{digits}")
+    } else if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        write!(f, "{sign}{int}.{frac}")
+    } else {
+        write!(f, "{sign}0.{digits:0>scale$}")
     }
 }
 
@@ -355,6 +362,21 @@ mod tests {
         assert_eq!(d.to_string(), "123.45");
         let d = HeaderValue::Decimal { scale: 3, value: 5 };
         assert_eq!(d.to_string(), "0.005");
+    }
+
+    #[test]
+    fn decimal_renders_as_java_reads_it() {
+        let d = |scale, value| HeaderValue::Decimal { scale, value }.to_string();
+        // Java's BigDecimal("-1.5") travels as scale 1, unscaled -15 (two's complement).
+        assert_eq!(d(1, (-15_i32).cast_unsigned()), "-1.5");
+        assert_eq!(d(0, u32::MAX), "-1");
+        assert_eq!(d(0, 0x8000_0000), "-2147483648");
+        assert_eq!(d(2, 5), "0.05");
+        assert_eq!(d(3, 12345), "12.345");
+        // Scales past 10^19 used to overflow u64 (a panic in debug builds).
+        assert_eq!(d(25, 7), format!("0.{}7", "0".repeat(24)));
+        assert_eq!(d(255, 1).len(), 2 + 255);
+        assert_eq!(d(255, i32::MIN.cast_unsigned()).len(), 3 + 255);
     }
 
     #[test]

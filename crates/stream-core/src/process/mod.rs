@@ -7,6 +7,6 @@ pub(crate) mod pipeline;
 mod settle;
 
 pub(crate) use outcome::Outcome;
-pub use outcome::{DeadLetter, FailedMessage};
+pub use outcome::{BoundedFailure, DeadLetter, FailedMessage, HeaderBudget, headers_to_drop};
 pub use settle::{DeadLetterRoute, Recovery, Settlement};
 pub(crate) use settle::{Plan, Settler, plan};
