@@ -35,9 +35,18 @@ async fn a_stream_function_maps_its_input_stream_to_its_output() {
     let broker = InMemoryBroker::new();
     let app = StreamApp::builder()
         .environment(env(&[
-            ("spring.cloud.stream.bindings.upper-in-0.destination", "words"),
-            ("spring.cloud.stream.bindings.upper-out-0.destination", "upper"),
-            ("spring.cloud.stream.bindings.upper-out-0.content-type", "text/plain"),
+            (
+                "spring.cloud.stream.bindings.upper-in-0.destination",
+                "words",
+            ),
+            (
+                "spring.cloud.stream.bindings.upper-out-0.destination",
+                "upper",
+            ),
+            (
+                "spring.cloud.stream.bindings.upper-out-0.content-type",
+                "text/plain",
+            ),
         ]))
         .binder(InMemoryBinderFactory::with_broker(broker.clone()))
         .stream_function("upper", |input: Inbound<String>| {
@@ -48,7 +57,10 @@ async fn a_stream_function_maps_its_input_stream_to_its_output() {
         .expect("app binds");
     broker.capture("upper");
     for w in ["a", "b", "c"] {
-        broker.send("words", Message::bytes(w).with_header("contentType", "text/plain"));
+        broker.send(
+            "words",
+            Message::bytes(w).with_header("contentType", "text/plain"),
+        );
     }
     assert_eq!(received(&broker, "upper", 3).await, ["A", "B", "C"]);
     app.shutdown().await.expect("clean shutdown");
@@ -59,9 +71,15 @@ async fn a_window_is_sent_as_one_aggregate_and_a_partial_one_is_flushed_on_shutd
     let broker = InMemoryBroker::new();
     let app = StreamApp::builder()
         .environment(env(&[
-            ("spring.cloud.stream.bindings.total-in-0.destination", "amounts"),
+            (
+                "spring.cloud.stream.bindings.total-in-0.destination",
+                "amounts",
+            ),
             ("spring.cloud.stream.bindings.total-in-0.group", "g"),
-            ("spring.cloud.stream.bindings.total-out-0.destination", "totals"),
+            (
+                "spring.cloud.stream.bindings.total-out-0.destination",
+                "totals",
+            ),
         ]))
         .binder(InMemoryBinderFactory::with_broker(broker.clone()))
         .stream_function("total", |input: Inbound<i64>| {
@@ -90,7 +108,11 @@ async fn a_window_is_sent_as_one_aggregate_and_a_partial_one_is_flushed_on_shutd
         ["30"],
         "shutdown ends the input; the partial window is sent"
     );
-    assert_eq!(broker.queue_depth("amounts", "g", None), 0, "all acknowledged");
+    assert_eq!(
+        broker.queue_depth("amounts", "g", None),
+        0,
+        "all acknowledged"
+    );
 }
 
 #[tokio::test]
@@ -98,9 +120,15 @@ async fn a_failed_message_goes_to_the_dead_letter_queue_and_the_stream_goes_on()
     let broker = InMemoryBroker::new();
     let app = StreamApp::builder()
         .environment(env(&[
-            ("spring.cloud.stream.bindings.check-in-0.destination", "orders"),
+            (
+                "spring.cloud.stream.bindings.check-in-0.destination",
+                "orders",
+            ),
             ("spring.cloud.stream.bindings.check-in-0.group", "g"),
-            ("spring.cloud.stream.bindings.check-out-0.destination", "checked"),
+            (
+                "spring.cloud.stream.bindings.check-out-0.destination",
+                "checked",
+            ),
         ]))
         .binder(InMemoryBinderFactory::with_broker(broker.clone()))
         .stream_function("check", |input: Inbound<i64>| {
@@ -138,9 +166,15 @@ async fn a_panicking_stream_is_restarted_its_inputs_redelivered_and_a_poison_dea
     let counted = Arc::clone(&runs);
     let app = StreamApp::builder()
         .environment(env(&[
-            ("spring.cloud.stream.bindings.sum-in-0.destination", "numbers"),
+            (
+                "spring.cloud.stream.bindings.sum-in-0.destination",
+                "numbers",
+            ),
             ("spring.cloud.stream.bindings.sum-in-0.group", "g"),
-            ("spring.cloud.stream.bindings.sum-in-0.consumer.max-attempts", "2"),
+            (
+                "spring.cloud.stream.bindings.sum-in-0.consumer.max-attempts",
+                "2",
+            ),
             (
                 "spring.cloud.stream.bindings.sum-in-0.consumer.back-off-initial-interval",
                 "10",
@@ -167,7 +201,10 @@ async fn a_panicking_stream_is_restarted_its_inputs_redelivered_and_a_poison_dea
     for n in ["1", "2", "boom", "3", "4", "5"] {
         broker.send("numbers", Message::bytes(n));
     }
-    let dead = broker.receive(&dlq, WAIT).await.expect("the poison is dead-lettered");
+    let dead = broker
+        .receive(&dlq, WAIT)
+        .await
+        .expect("the poison is dead-lettered");
     assert_eq!(text(&dead), "boom");
     let why = dead
         .headers()
@@ -188,64 +225,84 @@ async fn a_panicking_stream_is_restarted_its_inputs_redelivered_and_a_poison_dea
         total += text(&m).parse::<i64>().expect("a sum");
     }
     assert_eq!(total, 15, "nothing lost, nothing counted twice");
-    assert!(runs.load(Ordering::SeqCst) >= 3, "restarted after each crash");
+    assert!(
+        runs.load(Ordering::SeqCst) >= 3,
+        "restarted after each crash"
+    );
     assert_eq!(broker.queue_depth("numbers", "g", None), 0);
 }
 
 #[tokio::test]
 async fn two_inputs_are_joined_and_one_input_is_routed_to_two_outputs() {
     let broker = InMemoryBroker::new();
-    let app = StreamApp::builder()
-        .environment(env(&[
-            ("spring.cloud.function.definition", "join;route"),
-            ("spring.cloud.stream.bindings.join-in-0.destination", "names"),
-            ("spring.cloud.stream.bindings.join-in-1.destination", "ages"),
-            ("spring.cloud.stream.bindings.join-out-0.destination", "people"),
-            ("spring.cloud.stream.bindings.route-in-0.destination", "people"),
-            ("spring.cloud.stream.bindings.route-out-0.destination", "adults"),
-            ("spring.cloud.stream.bindings.route-out-1.destination", "minors"),
-        ]))
-        .binder(InMemoryBinderFactory::with_broker(broker.clone()))
-        .stream_function(
-            "join",
-            |(names, ages): (Inbound<String>, Inbound<u32>)| {
+    let app =
+        StreamApp::builder()
+            .environment(env(&[
+                ("spring.cloud.function.definition", "join;route"),
+                (
+                    "spring.cloud.stream.bindings.join-in-0.destination",
+                    "names",
+                ),
+                ("spring.cloud.stream.bindings.join-in-1.destination", "ages"),
+                (
+                    "spring.cloud.stream.bindings.join-out-0.destination",
+                    "people",
+                ),
+                (
+                    "spring.cloud.stream.bindings.route-in-0.destination",
+                    "people",
+                ),
+                (
+                    "spring.cloud.stream.bindings.route-out-0.destination",
+                    "adults",
+                ),
+                (
+                    "spring.cloud.stream.bindings.route-out-1.destination",
+                    "minors",
+                ),
+            ]))
+            .binder(InMemoryBinderFactory::with_broker(broker.clone()))
+            .stream_function("join", |(names, ages): (Inbound<String>, Inbound<u32>)| {
                 names
                     .zip(ages)
                     .map(|(n, a)| n.join(a, |name, age| format!("{name}:{age}")))
-            },
-        )
-        .stream_process(
-            "route",
-            |mut people: Inbound<String>, (adults, minors): (Output<String>, Output<String>)| async move {
-                while let Some(p) = people.next().await {
-                    let age: u32 = p
-                        .payload()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(0);
-                    let out = if age >= 18 { &adults } else { &minors };
-                    out.send(p).await?;
-                }
-                Ok::<_, FunctionError>(())
-            },
-        )
-        .build()
-        .await
-        .expect("app binds");
+            })
+            .stream_process(
+                "route",
+                |mut people: Inbound<String>,
+                 (adults, minors): (Output<String>, Output<String>)| async move {
+                    while let Some(p) = people.next().await {
+                        let age: u32 = p
+                            .payload()
+                            .rsplit(':')
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or(0);
+                        let out = if age >= 18 { &adults } else { &minors };
+                        out.send(p).await?;
+                    }
+                    Ok::<_, FunctionError>(())
+                },
+            )
+            .build()
+            .await
+            .expect("app binds");
     broker.capture("adults");
     broker.capture("minors");
     for (name, age) in [("ann", "31"), ("bob", "12"), ("cy", "18")] {
         broker.send("names", Message::bytes(name));
         broker.send("ages", Message::bytes(age));
     }
-    assert_eq!(
-        received(&broker, "adults", 2).await,
-        ["ann:31", "cy:18"]
-    );
+    assert_eq!(received(&broker, "adults", 2).await, ["ann:31", "cy:18"]);
     assert_eq!(received(&broker, "minors", 1).await, ["bob:12"]);
     let names: Vec<String> = app.bindings().into_iter().map(|(n, _)| n).collect();
-    for b in ["join-in-0", "join-in-1", "join-out-0", "route-out-0", "route-out-1"] {
+    for b in [
+        "join-in-0",
+        "join-in-1",
+        "join-out-0",
+        "route-out-0",
+        "route-out-1",
+    ] {
         assert!(names.iter().any(|n| n == b), "{b} in {names:?}");
     }
     app.shutdown().await.expect("clean shutdown");
@@ -280,8 +337,14 @@ async fn a_stream_function_composes_with_an_imperative_one_and_bad_shapes_are_re
     let app = StreamApp::builder()
         .environment(env(&[
             ("spring.cloud.function.definition", "upper|exclaim"),
-            ("spring.cloud.stream.bindings.upper|exclaim-in-0.destination", "in"),
-            ("spring.cloud.stream.bindings.upper|exclaim-out-0.destination", "out"),
+            (
+                "spring.cloud.stream.bindings.upper|exclaim-in-0.destination",
+                "in",
+            ),
+            (
+                "spring.cloud.stream.bindings.upper|exclaim-out-0.destination",
+                "out",
+            ),
         ]))
         .binder(InMemoryBinderFactory::with_broker(broker.clone()))
         .stream_function("upper", |input: Inbound<String>| {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use binder_rabbit::stream_core::function::stream::{Inbound, MessageStreamExt, Output};
 use binder_rabbit::stream_core::Message;
+use binder_rabbit::stream_core::function::stream::{Inbound, MessageStreamExt, Output};
 use binder_rabbit::{FunctionError, RabbitBinderFactory, StreamApp};
 use common::*;
 use futures::StreamExt;
@@ -48,36 +48,38 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
          spring.cloud.stream.bindings.route-out-1.producer.required-groups=capture\n\
          spring.cloud.stream.bindings.route-out-1.content-type=text/plain\n"
     ));
-    let app = StreamApp::builder()
-        .environment(env)
-        .binder(RabbitBinderFactory::new())
-        .stream_function("join", |(names, ages): (Inbound<String>, Inbound<u32>)| {
-            names
-                .zip(ages)
-                .map(|(n, a)| n.join(a, |name, age| format!("{name}:{age}")))
-        })
-        .stream_process(
-            "route",
-            |mut people: Inbound<String>, (adults, minors): (Output<String>, Output<String>)| async move {
-                while let Some(p) = people.next().await {
-                    let age: u32 = p
-                        .payload()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(0);
-                    if age >= 18 {
-                        adults.send(p).await?;
-                    } else {
-                        minors.send(p).await?;
+    let app =
+        StreamApp::builder()
+            .environment(env)
+            .binder(RabbitBinderFactory::new())
+            .stream_function("join", |(names, ages): (Inbound<String>, Inbound<u32>)| {
+                names
+                    .zip(ages)
+                    .map(|(n, a)| n.join(a, |name, age| format!("{name}:{age}")))
+            })
+            .stream_process(
+                "route",
+                |mut people: Inbound<String>,
+                 (adults, minors): (Output<String>, Output<String>)| async move {
+                    while let Some(p) = people.next().await {
+                        let age: u32 = p
+                            .payload()
+                            .rsplit(':')
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or(0);
+                        if age >= 18 {
+                            adults.send(p).await?;
+                        } else {
+                            minors.send(p).await?;
+                        }
                     }
-                }
-                Ok::<_, FunctionError>(())
-            },
-        )
-        .build()
-        .await
-        .expect("app binds");
+                    Ok::<_, FunctionError>(())
+                },
+            )
+            .build()
+            .await
+            .expect("app binds");
     for (name, age) in [("ann", "31"), ("bob", "12"), ("cy", "18")] {
         admin.publish(&names, "k", name.as_bytes(), text()).await;
         admin.publish(&ages, "k", age.as_bytes(), text()).await;
@@ -99,8 +101,16 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
         .expect("a minor");
     assert_eq!(body(&minor), "bob:12");
     app.shutdown().await.expect("shutdown");
-    for q in [format!("{names}.g"), format!("{ages}.g"), format!("{people}.g")] {
-        assert_eq!(admin.queue_messages(&q).await, Some(0), "{q} drained and acknowledged");
+    for q in [
+        format!("{names}.g"),
+        format!("{ages}.g"),
+        format!("{people}.g"),
+    ] {
+        assert_eq!(
+            admin.queue_messages(&q).await,
+            Some(0),
+            "{q} drained and acknowledged"
+        );
     }
     admin
         .cleanup(
@@ -176,11 +186,16 @@ async fn stream_window_survives_a_kill() {
     // Wait until the application consumes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while admin.consumers(&queue).await != Some(1) {
-        assert!(tokio::time::Instant::now() < deadline, "the child never consumed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child never consumed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for n in 1..=10 {
-        admin.publish(&input, "k", n.to_string().as_bytes(), text()).await;
+        admin
+            .publish(&input, "k", n.to_string().as_bytes(), text())
+            .await;
     }
     let mut windows = Vec::new();
     for _ in 0..2 {
@@ -204,7 +219,9 @@ async fn stream_window_survives_a_kill() {
     }
     let mut child = spawn_child(&input, &output);
     for n in 11..=12 {
-        admin.publish(&input, "k", n.to_string().as_bytes(), text()).await;
+        admin
+            .publish(&input, "k", n.to_string().as_bytes(), text())
+            .await;
     }
     let last = admin
         .get(&capture, Duration::from_secs(60))
@@ -221,8 +238,15 @@ async fn stream_window_survives_a_kill() {
     }
     let missing: Vec<u32> = (1..=12).filter(|n| !seen.contains_key(n)).collect();
     assert!(missing.is_empty(), "lost {missing:?}; windows {windows:?}");
-    let duplicated: Vec<u32> = seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let duplicated: Vec<u32> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| *n)
+        .collect();
     println!("windows {windows:?}; duplicated {duplicated:?}");
-    assert_eq!(windows[2], "9,10,11,12", "the killed window is redelivered whole");
+    assert_eq!(
+        windows[2], "9,10,11,12",
+        "the killed window is redelivered whole"
+    );
     admin.cleanup(&[&queue, &capture], &[&input, &output]).await;
 }

@@ -56,36 +56,38 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
         "spring.cloud.function.definition".into(),
         "join;route".into(),
     ));
-    let app = StreamApp::builder()
-        .environment(env(&pairs(&props)))
-        .binder(RocketMqBinderFactory::new())
-        .stream_function("join", |(names, ages): (Inbound<String>, Inbound<u32>)| {
-            names
-                .zip(ages)
-                .map(|(n, a)| n.join(a, |name, age| format!("{name}:{age}")))
-        })
-        .stream_process(
-            "route",
-            |mut people: Inbound<String>, (adults, minors): (Output<String>, Output<String>)| async move {
-                while let Some(p) = people.next().await {
-                    let age: u32 = p
-                        .payload()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(0);
-                    if age >= 18 {
-                        adults.send(p).await?;
-                    } else {
-                        minors.send(p).await?;
+    let app =
+        StreamApp::builder()
+            .environment(env(&pairs(&props)))
+            .binder(RocketMqBinderFactory::new())
+            .stream_function("join", |(names, ages): (Inbound<String>, Inbound<u32>)| {
+                names
+                    .zip(ages)
+                    .map(|(n, a)| n.join(a, |name, age| format!("{name}:{age}")))
+            })
+            .stream_process(
+                "route",
+                |mut people: Inbound<String>,
+                 (adults, minors): (Output<String>, Output<String>)| async move {
+                    while let Some(p) = people.next().await {
+                        let age: u32 = p
+                            .payload()
+                            .rsplit(':')
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or(0);
+                        if age >= 18 {
+                            adults.send(p).await?;
+                        } else {
+                            minors.send(p).await?;
+                        }
                     }
-                }
-                Ok::<_, FunctionError>(())
-            },
-        )
-        .build()
-        .await
-        .expect("app binds");
+                    Ok::<_, FunctionError>(())
+                },
+            )
+            .build()
+            .await
+            .expect("app binds");
     let (reader, mut adults_rx) = consumer("adults", &adults, Some(&unique("r")), ack_all()).await;
     let (reader2, mut minors_rx) = consumer("minors", &minors, Some(&unique("r")), ack_all()).await;
     let b = binder(&[]).await;
@@ -98,7 +100,10 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
         send(&pa, text(age)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let mut got = vec![body(&next(&mut adults_rx, 120).await), body(&next(&mut adults_rx, 60).await)];
+    let mut got = vec![
+        body(&next(&mut adults_rx, 120).await),
+        body(&next(&mut adults_rx, 60).await),
+    ];
     got.sort();
     assert_eq!(got, ["ann:31", "cy:18"]);
     assert_eq!(body(&next(&mut minors_rx, 60).await), "bob:12");
@@ -136,7 +141,12 @@ async fn window_app(input: &str, group: &str, output: &str) -> StreamApp {
 fn spawn_child(input: &str, group: &str, output: &str) -> Child {
     let exe = std::env::current_exe().expect("test binary");
     Command::new(exe)
-        .args(["--exact", "stream_window_survives_a_kill", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "stream_window_survives_a_kill",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD, format!("{input} {group} {output}"))
         .spawn()
         .expect("child process")
@@ -152,7 +162,11 @@ async fn stream_window_survives_a_kill() {
         tokio::time::sleep(Duration::from_secs(600)).await;
         return;
     }
-    let (input, output, group) = (unique("st-win-in"), unique("st-win-out"), unique("st-win-g"));
+    let (input, output, group) = (
+        unique("st-win-in"),
+        unique("st-win-out"),
+        unique("st-win-g"),
+    );
     let b = binder(&[]).await;
     let p = producer(&b, "numbers", &input, ProducerProperties::default()).await;
     let (reader, mut rx) = consumer("reader", &output, Some(&unique("r")), ack_all()).await;
@@ -160,7 +174,10 @@ async fn stream_window_survives_a_kill() {
     for n in 1..=10 {
         send(&p, text(&n.to_string())).await;
     }
-    let mut windows = vec![body(&next(&mut rx, 120).await), body(&next(&mut rx, 60).await)];
+    let mut windows = vec![
+        body(&next(&mut rx, 120).await),
+        body(&next(&mut rx, 60).await),
+    ];
     // Two numbers wait in the third window, unacknowledged. Kill -9 mid-window.
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -188,7 +205,11 @@ async fn stream_window_survives_a_kill() {
     child.kill().expect("kill");
     let _ = child.wait();
     let missing: Vec<u32> = (1..=12).filter(|n| !seen.contains_key(n)).collect();
-    let duplicated: Vec<u32> = seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let duplicated: Vec<u32> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| *n)
+        .collect();
     println!("windows {windows:?}; duplicated {duplicated:?}");
     assert!(missing.is_empty(), "lost {missing:?}; windows {windows:?}");
     reader.shutdown().await.expect("reader");

@@ -87,7 +87,7 @@ impl StreamAppBuilder {
         let (supplier_stop, _) = watch::channel(false);
         let mut consumers: Vec<std::sync::Arc<dyn Binding>> = Vec::new();
         let mut suppliers: Vec<JoinHandle<()>> = Vec::new();
-    let mut runners = Vec::new();
+        let mut runners = Vec::new();
         for (def, f) in functions {
             if let Some(run) = f.stream_run() {
                 let (runner, bound) =

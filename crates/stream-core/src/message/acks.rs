@@ -234,7 +234,10 @@ mod tests {
         drop(a);
         assert!(rx.try_recv().is_err(), "a copy still holds it");
         drop(copy);
-        assert!(matches!(rx.try_recv(), Ok(None)), "released without a verdict");
+        assert!(
+            matches!(rx.try_recv(), Ok(None)),
+            "released without a verdict"
+        );
         assert!(rx.try_recv().is_err(), "once");
     }
 

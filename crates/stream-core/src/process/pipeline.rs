@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 
 use super::outcome::{FailedMessage, Outcome};
 use crate::error::{FunctionError, SpecialOutcome};
-use crate::function::stream::Intake;
 use crate::errors::{ErrorChannels, ErrorHandler, ErrorMessage};
+use crate::function::stream::Intake;
 use crate::message::{HeaderValue, Message, names};
 use crate::meters::ConsumerMeters;
 use crate::retry::RetryPolicy;

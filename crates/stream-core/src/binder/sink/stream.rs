@@ -67,7 +67,9 @@ impl<C: Consumer> Sink<C> {
         let tracked = Tracked::new(
             key,
             settle,
-            Some(Box::new(move |t: &Arc<Tracked>| dropped_run.holder_dropped(t))),
+            Some(Box::new(move |t: &Arc<Tracked>| {
+                dropped_run.holder_dropped(t)
+            })),
         );
         for mut part in parts {
             part.join_acks(Acks::one(Arc::clone(&tracked)));

@@ -44,8 +44,7 @@ impl InboundSource {
     }
 }
 
-type SendFn =
-    dyn Fn(Message<Bytes>) -> BoxFuture<'static, Result<(), FunctionError>> + Send + Sync;
+type SendFn = dyn Fn(Message<Bytes>) -> BoxFuture<'static, Result<(), FunctionError>> + Send + Sync;
 
 /// Where a stream function's output goes: the output binding (or the next part of a
 /// composition). A sink settles the deliveries of what it is given.
@@ -319,12 +318,17 @@ pub(crate) fn compose(a: &ErasedFunction, b: &ErasedFunction) -> Result<ErasedFu
             if sb.shape.inputs == 0 {
                 return Err("a stream supplier can only be the first part of a composition".into());
             }
-            Ok(ErasedFunction::from_stream(stream_then_stream(sa.clone(), sb.clone())))
+            Ok(ErasedFunction::from_stream(stream_then_stream(
+                sa.clone(),
+                sb.clone(),
+            )))
         }
         (Some(sa), None) => {
             refuse(!sa.single(), false)?;
             match (sa.shape.outputs, b.kind()) {
-                (0, _) => Err("a stream consumer can only be the last part of a composition".into()),
+                (0, _) => {
+                    Err("a stream consumer can only be the last part of a composition".into())
+                }
                 (_, FunctionKind::Supplier) => {
                     Err("a supplier can only be the first part of a composition".into())
                 }
@@ -406,8 +410,12 @@ fn stream_then_imperative(a: StreamRun, f: ErasedFunction) -> StreamRun {
             let out_ctx = next.as_ref().map_or_else(|| mid.clone(), |o| o.ctx.clone());
             let mid_for_sink = mid.clone();
             let sink = OutputSink::new("composition", mid, move |m: Message<Bytes>| {
-                let (f, next, in_ctx, out_ctx) =
-                    (f.clone(), next.clone(), mid_for_sink.clone(), out_ctx.clone());
+                let (f, next, in_ctx, out_ctx) = (
+                    f.clone(),
+                    next.clone(),
+                    mid_for_sink.clone(),
+                    out_ctx.clone(),
+                );
                 async move {
                     match call_tracked(&f, m, &in_ctx, &out_ctx).await? {
                         Some(out) => match &next {

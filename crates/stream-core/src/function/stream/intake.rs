@@ -286,7 +286,10 @@ impl Intake {
     /// Waits until the intake is open; the current run's end.
     pub(crate) async fn opened(&self) -> Option<Open> {
         let mut rx = self.current.subscribe();
-        rx.wait_for(Option::is_some).await.ok().and_then(|o| o.clone())
+        rx.wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|o| o.clone())
     }
 
     /// Whether the binder settles after the hand-off returned.

@@ -43,16 +43,16 @@ mod intake;
 mod output;
 mod window;
 
-pub(crate) use erased::{StreamRun, compose};
 pub use erased::{InboundSource, OutputSink};
+pub(crate) use erased::{StreamRun, compose};
 pub use inbound::{Inbound, StreamInputs};
+pub(crate) use intake::Release;
 pub(crate) use intake::{Crashes, Intake, RunEnd, RunState, Supervised, identity};
-pub(crate) use intake::{Release};
 pub use output::{Output, OutputHandles, StreamItem};
 pub use window::MessageStreamExt;
 
+#[doc(no_inline)]
+pub use crate::message::Message;
 pub use crate::message::{Acks, Failed};
 #[doc(no_inline)]
 pub use futures::Stream;
-#[doc(no_inline)]
-pub use crate::message::Message;
