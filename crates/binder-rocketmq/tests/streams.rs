@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -16,6 +16,11 @@ use binder_rocketmq::stream_core::function::stream::{Inbound, MessageStreamExt, 
 use binder_rocketmq::{FunctionError, Message, RocketMqBinderFactory, StreamApp};
 use common::*;
 use futures::StreamExt;
+
+/// The age of `name=age`.
+fn age_of(pair: &str) -> &str {
+    pair.split('=').nth(1).unwrap_or_default()
+}
 
 fn text(body: &str) -> Message<bytes::Bytes> {
     Message::bytes(body.to_owned()).with_header("contentType", "text/plain")
@@ -43,6 +48,10 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
         ("join-in-0.group", &format!("{g}-0")),
         ("join-in-1.destination", &ages),
         ("join-in-1.group", &format!("{g}-1")),
+        // Each consume thread waits for its message's settlement, and a join holds a message
+        // until its partner arrives: enough threads for what it may hold.
+        ("join-in-0.consumer.concurrency", "4"),
+        ("join-in-1.consumer.concurrency", "4"),
         ("join-out-0.destination", &people),
         ("join-out-0.content-type", "text/plain"),
         ("route-in-0.destination", &people),
@@ -60,11 +69,43 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
         StreamApp::builder()
             .environment(env(&pairs(&props)))
             .binder(RocketMqBinderFactory::new())
-            .stream_function("join", |(names, ages): (Inbound<String>, Inbound<u32>)| {
-                names
-                    .zip(ages)
-                    .map(|(n, a)| n.join(a, |name, age| format!("{name}:{age}")))
-            })
+            // A keyed join: RocketMQ spreads a topic over several queues, so arrival order across
+            // two topics says nothing; each side waits for its partner by key.
+            .stream_function(
+                "join",
+                |(names, ages): (Inbound<String>, Inbound<String>)| {
+                    let mut names_waiting: HashMap<String, Message<String>> = HashMap::new();
+                    let mut ages_waiting: HashMap<String, Message<String>> = HashMap::new();
+                    futures::stream::select(names.map(|m| (true, m)), ages.map(|m| (false, m)))
+                        .filter_map(move |(is_name, m)| {
+                            let joined = if is_name {
+                                let key = m.payload().clone();
+                                match ages_waiting.remove(&key) {
+                                    Some(age) => {
+                                        Some(m.join(age, |n, a| format!("{n}:{}", age_of(&a))))
+                                    }
+                                    None => {
+                                        names_waiting.insert(key, m);
+                                        None
+                                    }
+                                }
+                            } else {
+                                let key =
+                                    m.payload().split('=').next().unwrap_or_default().to_owned();
+                                match names_waiting.remove(&key) {
+                                    Some(name) => {
+                                        Some(name.join(m, |n, a| format!("{n}:{}", age_of(&a))))
+                                    }
+                                    None => {
+                                        ages_waiting.insert(key, m);
+                                        None
+                                    }
+                                }
+                            };
+                            futures::future::ready(joined)
+                        })
+                },
+            )
             .stream_process(
                 "route",
                 |mut people: Inbound<String>,
@@ -93,12 +134,9 @@ async fn stream_join_of_two_inputs_and_router_to_two_outputs() {
     let b = binder(&[]).await;
     let pn = producer(&b, "names", &names, ProducerProperties::default()).await;
     let pa = producer(&b, "ages", &ages, ProducerProperties::default()).await;
-    // One pair at a time: the two topics are read by separate consumers, so pairs line up
-    // only when sent in step.
     for (name, age) in [("ann", "31"), ("bob", "12"), ("cy", "18")] {
         send(&pn, text(name)).await;
-        send(&pa, text(age)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        send(&pa, text(&format!("{name}={age}"))).await;
     }
     let mut got = vec![
         body(&next(&mut adults_rx, 120).await),
