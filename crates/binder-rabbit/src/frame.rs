@@ -73,7 +73,7 @@ pub(crate) fn header_frame_len(p: &BasicProperties) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use lapin::types::{DecimalValue, FieldArray, LongString};
+    use lapin::types::{FieldArray, LongString};
     use proptest::prelude::*;
 
     use super::*;
@@ -87,42 +87,7 @@ mod tests {
     }
 
     fn value() -> impl Strategy<Value = AMQPValue> {
-        let leaf = prop_oneof![
-            any::<bool>().prop_map(AMQPValue::Boolean),
-            any::<i8>().prop_map(AMQPValue::ShortShortInt),
-            any::<u8>().prop_map(AMQPValue::ShortShortUInt),
-            any::<i16>().prop_map(AMQPValue::ShortInt),
-            any::<u16>().prop_map(AMQPValue::ShortUInt),
-            any::<i32>().prop_map(AMQPValue::LongInt),
-            any::<u32>().prop_map(AMQPValue::LongUInt),
-            any::<i64>().prop_map(AMQPValue::LongLongInt),
-            any::<f32>().prop_map(AMQPValue::Float),
-            any::<f64>().prop_map(AMQPValue::Double),
-            any::<u64>().prop_map(AMQPValue::Timestamp),
-            (any::<u8>(), any::<u32>())
-                .prop_map(|(scale, value)| AMQPValue::DecimalValue(DecimalValue { scale, value })),
-            "\\PC{0,40}".prop_map(|s| AMQPValue::ShortString(ShortString::from(s))),
-            proptest::collection::vec(any::<u8>(), 0..200)
-                .prop_map(|b| AMQPValue::LongString(LongString::from(b))),
-            proptest::collection::vec(any::<u8>(), 0..200)
-                .prop_map(|b| AMQPValue::ByteArray(b.into())),
-            Just(AMQPValue::Void),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..8)
-                    .prop_map(|v| AMQPValue::FieldArray(FieldArray::from(v))),
-                proptest::collection::btree_map("\\PC{1,20}", inner, 0..8).prop_map(|m| {
-                    let mut t = FieldTable::default();
-                    for (k, v) in m {
-                        if let Ok(k) = ShortString::try_new(k) {
-                            t.insert(k, v);
-                        }
-                    }
-                    AMQPValue::FieldTable(t)
-                }),
-            ]
-        })
+        crate::strategies::amqp_value(200, 8)
     }
 
     fn short() -> impl Strategy<Value = Option<ShortString>> {

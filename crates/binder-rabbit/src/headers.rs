@@ -536,47 +536,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn amqp_value() -> impl Strategy<Value = AMQPValue> {
-        let leaf = prop_oneof![
-            any::<bool>().prop_map(AMQPValue::Boolean),
-            any::<i8>().prop_map(AMQPValue::ShortShortInt),
-            any::<u8>().prop_map(AMQPValue::ShortShortUInt),
-            any::<i16>().prop_map(AMQPValue::ShortInt),
-            any::<u16>().prop_map(AMQPValue::ShortUInt),
-            any::<i32>().prop_map(AMQPValue::LongInt),
-            any::<u32>().prop_map(AMQPValue::LongUInt),
-            any::<i64>().prop_map(AMQPValue::LongLongInt),
-            any::<f32>().prop_map(AMQPValue::Float),
-            any::<f64>().prop_map(AMQPValue::Double),
-            any::<u64>().prop_map(AMQPValue::Timestamp),
-            prop_oneof![
-                Just(0u64),
-                Just(i64::MAX as u64),
-                Just(1 << 63),
-                Just(u64::MAX)
-            ]
-            .prop_map(AMQPValue::Timestamp),
-            (any::<u8>(), any::<u32>())
-                .prop_map(|(scale, value)| AMQPValue::DecimalValue(DecimalValue { scale, value })),
-            "\\PC{0,20}".prop_map(|s| AMQPValue::ShortString(ShortString::from(s))),
-            proptest::collection::vec(any::<u8>(), 0..40)
-                .prop_map(|b| AMQPValue::LongString(LongString::from(b))),
-            proptest::collection::vec(any::<u8>(), 0..40)
-                .prop_map(|b| AMQPValue::ByteArray(ByteArray::from(b))),
-            Just(AMQPValue::Void),
-        ];
-        leaf.prop_recursive(5, 64, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6)
-                    .prop_map(|v| AMQPValue::FieldArray(FieldArray::from(v))),
-                proptest::collection::btree_map("\\PC{1,12}", inner, 0..6).prop_map(|m| {
-                    let mut t = FieldTable::default();
-                    for (k, v) in m {
-                        t.insert(ShortString::from(k), v);
-                    }
-                    AMQPValue::FieldTable(t)
-                }),
-            ]
-        })
+        crate::strategies::amqp_value(40, 6)
     }
 
     fn header_value() -> impl Strategy<Value = HeaderValue> {

@@ -15,6 +15,8 @@ mod producer;
 pub mod provisioning;
 mod scaling;
 mod shared;
+#[cfg(test)]
+mod strategies;
 mod tls;
 mod transaction;
 
