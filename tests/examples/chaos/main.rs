@@ -251,6 +251,26 @@ async fn cleanup(client: &mut Client, input: &str) {
         .await;
 }
 
+/// Starts the relay application with `args` and a client on the broker at `ports`; checks that
+/// the application subscribed to `<input>.g`.
+async fn start_relay(
+    bin: &std::path::Path,
+    base: &std::path::Path,
+    ports: &[u16],
+    args: Vec<String>,
+    input: &str,
+    t: &mut Tally,
+) -> Result<(Client, App)> {
+    let mut client = Client::new(ports);
+    let mut app = App::new(bin, args, Vec::new(), base.join(format!("{input}.log")));
+    app.start()?;
+    t.check(
+        wait_subscribed(&mut client, &format!("{input}.g")).await,
+        "app subscribed",
+    );
+    Ok((client, app))
+}
+
 /// kill -9 of the application mid-stream, restarted (shared node): every confirmed input
 /// produces its output at least once.
 async fn kill9(bin: &std::path::Path, base: &std::path::Path, size: Size) -> Result<Vec<Tally>> {
@@ -258,18 +278,15 @@ async fn kill9(bin: &std::path::Path, base: &std::path::Path, size: Size) -> Res
     for round in 0..size.kill_rounds {
         let mut t = Tally::new(format!("rabbit kill -9 (round {})", round + 1));
         let input = unique("kill9");
-        let mut client = Client::new(&[5672]);
-        let mut app = App::new(
+        let (mut client, mut app) = start_relay(
             bin,
+            base,
+            &[5672],
             relay_args(&[5672], &input, true, &[]),
-            Vec::new(),
-            base.join(format!("{input}.log")),
-        );
-        app.start()?;
-        t.check(
-            wait_subscribed(&mut client, &format!("{input}.g")).await,
-            "app subscribed",
-        );
+            &input,
+            &mut t,
+        )
+        .await?;
         let app_ref = &mut app;
         stream_through(&mut client, &input, size.stream, &mut t, || async move {
             app_ref.kill9();
@@ -304,18 +321,15 @@ async fn broker_restart(
             if confirms { "confirms" } else { "no confirms" }
         ));
         let input = unique("restart");
-        let mut client = Client::new(&[node.port]);
-        let mut app = App::new(
+        let (mut client, mut app) = start_relay(
             bin,
+            base,
+            &[node.port],
             relay_args(&[node.port], &input, confirms, &[]),
-            Vec::new(),
-            base.join(format!("{input}.log")),
-        );
-        app.start()?;
-        t.check(
-            wait_subscribed(&mut client, &format!("{input}.g")).await,
-            "app subscribed",
-        );
+            &input,
+            &mut t,
+        )
+        .await?;
         let node_ref = &node;
         let first = stream_through(&mut client, &input, size.stream, &mut t, || async move {
             node_ref.stop_app()?;
@@ -350,18 +364,15 @@ async fn connection_close(
     let node = own_node(base, &format!("chaos-close-{}", std::process::id()))?;
     let mut t = Tally::new("rabbit forced connection close");
     let input = unique("close");
-    let mut client = Client::new(&[node.port]);
-    let mut app = App::new(
+    let (mut client, mut app) = start_relay(
         bin,
+        base,
+        &[node.port],
         relay_args(&[node.port], &input, true, &[]),
-        Vec::new(),
-        base.join(format!("{input}.log")),
-    );
-    app.start()?;
-    t.check(
-        wait_subscribed(&mut client, &format!("{input}.g")).await,
-        "app subscribed",
-    );
+        &input,
+        &mut t,
+    )
+    .await?;
     let node_ref = &node;
     let first = stream_through(&mut client, &input, size.stream, &mut t, || async move {
         node_ref
@@ -400,18 +411,15 @@ async fn cluster(bin: &std::path::Path, base: &std::path::Path, size: Size) -> R
             .to_owned(),
         "--spring.cloud.stream.rabbit.bindings.relay-out-0.producer.quorum.enabled=true".to_owned(),
     ];
-    let mut client = Client::new(&ports);
-    let mut app = App::new(
+    let (mut client, mut app) = start_relay(
         bin,
+        base,
+        &ports,
         relay_args(&ports, &input, true, &quorum),
-        Vec::new(),
-        base.join(format!("{input}.log")),
-    );
-    app.start()?;
-    t.check(
-        wait_subscribed(&mut client, &format!("{input}.g")).await,
-        "app subscribed",
-    );
+        &input,
+        &mut t,
+    )
+    .await?;
     t.check(
         ["chaos-c1", "chaos-c2", "chaos-c3"]
             .iter()
