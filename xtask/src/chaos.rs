@@ -5,8 +5,9 @@
 //! the shared one) and a RocketMQ name server and broker of its own (from the servers
 //! `cargo xtask test` builds), and prints sent / processed / lost / duplicated / dead-lettered
 //! per scenario.
-//! `--short` streams fewer messages and one kill round: a few minutes. Not in `.ci/run` for now
-//! (docs/reliability.md says why).
+//! `--short` streams fewer messages and one kill round: a few minutes. `cargo xtask test` runs
+//! it: the RabbitMQ scenarios right after the RabbitMQ suite (while the RocketMQ servers may
+//! still be building), the RocketMQ one after the RocketMQ suite.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,6 +20,23 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
+}
+
+/// The RabbitMQ scenarios (the shared node and nodes of the suite's own).
+pub(crate) const RABBIT_SCENARIOS: [&str; 5] = [
+    "poison",
+    "kill9",
+    "broker-restart",
+    "connection-close",
+    "cluster",
+];
+
+/// `--short` of `scenarios`, as `cargo xtask test` runs them.
+pub(crate) fn run_short(scenarios: &[&str]) -> Result<()> {
+    eprintln!("== cargo xtask chaos --short {} ==", scenarios.join(" "));
+    let mut args = vec!["--short".to_owned()];
+    args.extend(scenarios.iter().map(|s| (*s).to_owned()));
+    run(&args)
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {

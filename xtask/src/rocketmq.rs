@@ -250,9 +250,16 @@ impl Drop for RocketMqGuard {
         while let Some((name, mut child)) = self.children.pop() {
             let pid = child.id();
             eprintln!("stopping {name} (pid {pid})");
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            // Not through the `kill` program (procps-ng 4.0.2 misreads negative pids; see
+            // tests/examples/chaos/support.rs): the signal itself, to this child only.
+            if let Ok(pid) = i32::try_from(pid)
+                && pid > 1
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match child.try_wait() {
@@ -336,9 +343,20 @@ pub(crate) fn ensure_rocketmq() -> Result<RocketMqGuard> {
 }
 
 fn start_local(bin: &Path, name_server: &str) -> Result<RocketMqGuard> {
-    let home = cache_dir().join("home");
+    // The broker refuses a store it reaches through a symbolic link
+    // ("storage.state.corrupted"), so the cache (which may be a link) is resolved first.
+    let cache = cache_dir();
+    let cache = fs::canonicalize(&cache).unwrap_or(cache);
+    let home = cache.join("home");
     let logs = home.join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    // Every start gets an empty store: nothing is carried over from an earlier run (a broker
+    // stopped hard, a cancelled CI run), and every suite creates its own topics per run.
+    let store = home.join("store");
+    if store.exists() {
+        fs::remove_dir_all(&store)
+            .with_context(|| format!("cannot remove the old broker store {}", store.display()))?;
+    }
     let config = home.join("broker.toml");
     fs::write(&config, broker_config(&home, name_server))
         .with_context(|| format!("cannot write {}", config.display()))?;

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: every test, unit first, then brokers.
+//! `cargo xtask test`: every test, unit first, then brokers, then the short fault-injection run
+//! (`cargo xtask chaos --short`) of each broker.
 
 use anyhow::Result;
 
@@ -35,6 +36,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             wanted.into_iter().partition(|a| a == "rabbit");
         if !rabbit.is_empty() {
             crate::itest::run(&rabbit)?;
+            if args.is_empty() {
+                crate::chaos::run_short(&crate::chaos::RABBIT_SCENARIOS)?;
+            }
         }
         Ok(rest)
     });
@@ -45,5 +49,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if rest.is_empty() {
         return Ok(());
     }
-    crate::itest::run(&rest)
+    crate::itest::run(&rest)?;
+    if args.is_empty() {
+        crate::chaos::run_short(&["rocketmq"])?;
+    }
+    Ok(())
 }

@@ -14,6 +14,8 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 /// The RabbitMQ server scripts of the machine's package, called directly (the Debian wrapper
 /// would switch user and lose the environment).
@@ -216,10 +218,7 @@ impl Node {
             std::thread::sleep(Duration::from_millis(200));
         }
         // Whatever is left of the group (the VM, epmd is not in it).
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", c.id())])
-            .stderr(Stdio::null())
-            .status();
+        signal(-group_id(&c), Signal::SIGKILL);
         let _ = c.wait();
     }
 
@@ -236,6 +235,30 @@ impl Drop for Node {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The pid of a child, which is also the id of its process group when it was started with
+/// `process_group(0)`.
+fn group_id(c: &Child) -> i32 {
+    i32::try_from(c.id()).unwrap_or(0)
+}
+
+/// Sends `sig` to the process `target` (to the process group `-target` when negative).
+///
+/// Never through the `kill` program: procps-ng 4.0.2's `kill -KILL -12345` reads only the
+/// first digit of a negative pid and calls kill(-1, SIGKILL), which stops every process of the
+/// machine (it did, whenever a node's group id began with 1). Targets 0, 1 and -1 (the caller's
+/// group, init, everything) are refused.
+fn signal(target: i32, sig: Signal) {
+    if matches!(target, -1..=1) {
+        return;
+    }
+    let pid = Pid::from_raw(target.abs());
+    let _ = if target < 0 {
+        nix::sys::signal::killpg(pid, sig)
+    } else {
+        nix::sys::signal::kill(pid, sig)
+    };
 }
 
 pub(crate) fn rand_u64() -> u64 {
@@ -317,9 +340,7 @@ impl App {
     /// SIGTERM, then waits (bounded) for a graceful exit; its exit code.
     pub(crate) fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        signal(group_id(&c), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
