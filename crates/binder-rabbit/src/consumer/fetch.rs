@@ -77,20 +77,26 @@ async fn wait_resumed(
     }
 }
 
+/// What one turn of a consumer hands to the runtime: one delivery (no `Vec` per message), or
+/// the deliveries gathered for consumer-side batching.
+enum Deliveries {
+    One(Delivery<RabbitRawMessage>),
+    Gathered(Vec<Delivery<RabbitRawMessage>>),
+}
+
 /// Hands deliveries to the runtime inside the consumer's transaction when transacted.
 async fn dispatch(
     ctx: &ConsumerContext,
     sink: &Sink<RabbitConsumer>,
     channel: &Channel,
-    batch: Vec<Delivery<RabbitRawMessage>>,
+    deliveries: Deliveries,
 ) {
+    // The batch and transaction paths are boxed: their state would otherwise size (and be
+    // moved with) the future of every plain delivery.
     let run = async {
-        if ctx.gather {
-            sink.dispatch_batch(batch).await;
-        } else {
-            for d in batch {
-                sink.dispatch(d).await;
-            }
+        match deliveries {
+            Deliveries::One(d) => sink.dispatch(d).await,
+            Deliveries::Gathered(batch) => Box::pin(sink.dispatch_batch(batch)).await,
         }
     };
     if ctx.props.transacted && !ctx.no_ack {
@@ -98,7 +104,7 @@ async fn dispatch(
             binder: ctx.shared.id(),
             channel: channel.clone(),
         };
-        transaction::scope(tx, run).await;
+        Box::pin(transaction::scope(tx, run)).await;
     } else {
         run.await;
     }
@@ -362,27 +368,35 @@ async fn consume(
                         queue = %ctx.queue(),
                         delivery_tag = delivery.delivery_tag
                     );
-                    let mut batch = vec![mapping.delivery(&tag, channel, delivery)];
-                    if ctx.gather {
+                    let first = mapping.delivery(&tag, channel, delivery);
+                    let deliveries = if ctx.gather {
                         // Spring's consumer-side batching: up to batch-size deliveries, each
                         // waited for at most receive-timeout.
+                        let mut batch = vec![first];
                         while batch.len() < ctx.props.batch_size as usize {
                             match tokio::time::timeout(ctx.props.receive_timeout, subscription.next()).await {
                                 Ok(Some(Ok(d))) => batch.push(mapping.delivery(&tag, channel, d)),
                                 Ok(Some(Err(e))) => {
-                                    dispatch(ctx, sink, channel, batch).instrument(span).await;
+                                    dispatch(ctx, sink, channel, Deliveries::Gathered(batch)).instrument(span).await;
                                     return LoopEnd::Lost(e.to_string());
                                 }
                                 Ok(None) => {
-                                    dispatch(ctx, sink, channel, batch).instrument(span).await;
+                                    dispatch(ctx, sink, channel, Deliveries::Gathered(batch)).instrument(span).await;
                                     return LoopEnd::Lost("the broker cancelled the consumer".to_owned());
                                 }
                                 Err(_) => break,
                             }
                         }
+                        Deliveries::Gathered(batch)
+                    } else {
+                        Deliveries::One(first)
+                    };
+                    dispatch(ctx, sink, channel, deliveries).instrument(span).await;
+                    // The idle timer only serves consumer scaling: no timer reset per delivery
+                    // without it.
+                    if scaling {
+                        idle.as_mut().reset(tokio::time::Instant::now() + ctx.props.receive_timeout);
                     }
-                    dispatch(ctx, sink, channel, batch).instrument(span).await;
-                    idle.as_mut().reset(tokio::time::Instant::now() + ctx.props.receive_timeout);
                     if let Some(scaler) = &ctx.scaler
                         && scaler.on_message(&mut activity) == ScaleStep::Add
                     {
@@ -423,7 +437,7 @@ async fn consume(
                     while let Ok(Some(Ok(d))) =
                         tokio::time::timeout(ctx.props.receive_timeout, subscription.next()).await
                     {
-                        dispatch(ctx, sink, channel, vec![mapping.delivery(&tag, channel, d)]).await;
+                        dispatch(ctx, sink, channel, Deliveries::One(mapping.delivery(&tag, channel, d))).await;
                     }
                     return LoopEnd::Retired;
                 }

@@ -2,6 +2,7 @@
 //! decompressed, de-batched, headers mapped.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use lapin::{BasicProperties, Channel};
@@ -153,6 +154,9 @@ impl Mapping<'_> {
                 );
             }
         };
-        Delivery { raw, body }
+        Delivery {
+            raw: Arc::new(raw),
+            body,
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! One delivery from a broker, as a binder hands it to the runtime.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::error::FunctionError;
@@ -7,10 +9,14 @@ use crate::message::Message;
 
 /// One delivery: the binder's raw message `R` (what it needs to settle it, and what error
 /// handlers receive) and the message(s) it carries.
+///
+/// The raw message is shared (`Arc`) from the start: the runtime keeps it for settling, error
+/// handlers and manual acknowledgment, and a delivery moves through several futures on its
+/// way there, so only a pointer is moved, not the broker's message (over 1 KB for RabbitMQ).
 #[derive(Debug)]
 pub struct Delivery<R> {
     /// The broker's message.
-    pub raw: R,
+    pub raw: Arc<R>,
     /// What it carries, mapped to messages.
     pub body: Body,
 }
@@ -51,7 +57,7 @@ impl<R> Delivery<R> {
     /// A delivery of one message.
     pub fn new(raw: R, message: Message<Bytes>) -> Self {
         Self {
-            raw,
+            raw: Arc::new(raw),
             body: Body::One(message),
         }
     }
@@ -59,7 +65,7 @@ impl<R> Delivery<R> {
     /// A delivery carrying several messages.
     pub fn parts(raw: R, parts: Vec<Message<Bytes>>) -> Self {
         Self {
-            raw,
+            raw: Arc::new(raw),
             body: Body::Parts(parts),
         }
     }
@@ -67,7 +73,7 @@ impl<R> Delivery<R> {
     /// A delivery that could not be decoded.
     pub fn undecodable(raw: R, message: Message<Bytes>, error: FunctionError) -> Self {
         Self {
-            raw,
+            raw: Arc::new(raw),
             body: Body::Undecodable { message, error },
         }
     }

@@ -260,7 +260,9 @@ impl<S: Settle> Settling<'_, S> {
                 self.settle(raw, Settlement::Ack, ack).await;
             }
             Plan::DeadLetter { then, fallback } => {
-                let next = if self.dead_letter(raw, outcome).await {
+                // Out of line (boxed): the publish's state would otherwise make every
+                // delivery's future as large as the dead-letter path needs, moved per poll.
+                let next = if Box::pin(self.dead_letter(raw, outcome)).await {
                     then
                 } else {
                     fallback
@@ -298,9 +300,8 @@ impl<S: Settle> Settling<'_, S> {
     }
 
     /// Processes a delivery's body and settles it.
-    pub(crate) async fn process(&self, raw: S::Raw, body: Body) {
+    pub(crate) async fn process(&self, raw: Arc<S::Raw>, body: Body) {
         let _in_flight = self.pipeline.meters.in_flight(1);
-        let raw = Arc::new(raw);
         let erased = Self::erase(&raw);
         let pipeline = self.pipeline;
         match body {
@@ -310,7 +311,9 @@ impl<S: Settle> Settling<'_, S> {
                 let outcome = pipeline.process(message, &erased).await;
                 self.finish(&raw, outcome, ack.as_ref(), true).await;
             }
-            Body::Parts(parts) => self.process_parts(&raw, &erased, parts).await,
+            // The rarer shapes run out of line (boxed), so their state does not size the
+            // future of every plain delivery.
+            Body::Parts(parts) => Box::pin(self.process_parts(&raw, &erased, parts)).await,
             Body::Undecodable { message, error } => {
                 tracing::error!(
                     binding = %pipeline.id.binding,
@@ -318,7 +321,7 @@ impl<S: Settle> Settling<'_, S> {
                     error = %error,
                     "delivery cannot be decoded; it takes the error path without calling the function"
                 );
-                let outcome = pipeline.undecodable(message, &erased, error).await;
+                let outcome = Box::pin(pipeline.undecodable(message, &erased, error)).await;
                 // Nothing ran, so even in MANUAL mode the runtime settles it.
                 self.finish(&raw, outcome, None, false).await;
             }
@@ -371,7 +374,7 @@ impl<S: Settle> Settling<'_, S> {
         let mut raws = Vec::new();
         let mut owner_of = Vec::new();
         for d in deliveries {
-            let raw = Arc::new(d.raw);
+            let raw = d.raw;
             let parts = match d.body {
                 Body::One(m) => vec![m],
                 Body::Parts(p) => p,
@@ -488,12 +491,14 @@ impl<C: Consumer> Sink<C> {
     /// Processes one delivery and settles it; returns when it is settled. Held while the
     /// binding is paused; handed back ([`Settlement::Requeue`]) when it is stopping.
     pub async fn dispatch(&self, delivery: Delivery<C::Raw>) {
+        // Stream and batch functions are boxed, out of line: their state would otherwise size
+        // (and be moved with) the future of every plain delivery.
         if let Some(intake) = &self.shared.pipeline.stream {
-            return self.dispatch_stream(intake, delivery).await;
+            return Box::pin(self.dispatch_stream(intake, delivery)).await;
         }
         if self.shared.pipeline.batch_invoker.is_some() {
             // A batch function takes even a single delivery as a batch.
-            return self.dispatch_batch(vec![delivery]).await;
+            return Box::pin(self.dispatch_batch(vec![delivery])).await;
         }
         let _inflight = self.shared.inflight.enter();
         if !self.pass().await {

@@ -141,8 +141,9 @@ impl ConsumerPipeline {
                 self.meters.processed(start, e.attempts, Some(&e.error));
                 // The failed message is the one delivered, without the runtime's header.
                 message.headers_mut().remove(names::DELIVERY_ATTEMPT);
-                self.failure(message, raw, Arc::new(e.error), e.attempts)
-                    .await
+                // Out of line (boxed): the error channel's publish would otherwise size the
+                // future of every delivery, which is moved on each poll.
+                Box::pin(self.failure(message, raw, Arc::new(e.error), e.attempts)).await
             }
         }
     }

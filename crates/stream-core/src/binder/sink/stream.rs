@@ -50,7 +50,6 @@ impl<C: Consumer> Sink<C> {
         let (settled_tx, settled_rx) = tokio::sync::oneshot::channel::<()>();
         let settle = {
             let sink = self.clone();
-            let raw = Arc::new(raw);
             let run = Arc::clone(&open.run);
             let runtime = tokio::runtime::Handle::current();
             let start = self.shared.pipeline.meters.received(1);
