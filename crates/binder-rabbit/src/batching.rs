@@ -102,16 +102,32 @@ impl<T> Accumulator<T> {
         self.items.is_empty()
     }
 
+    /// Whether an item of `len` body bytes would overflow the buffer of a non-empty batch
+    /// (which is then released before the item is added).
+    pub(crate) fn overflows(&self, len: usize) -> bool {
+        !self.items.is_empty() && self.size + 4 + len > self.buffer_limit
+    }
+
+    /// Adds an item of `len` body bytes, without releasing anything.
+    pub(crate) fn push(&mut self, item: T, len: usize) {
+        self.size += 4 + len;
+        self.items.push(item);
+    }
+
+    /// Whether the batch is to be released now: `batch_size` items or the buffer limit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.items.len() >= self.batch_size || self.size >= self.buffer_limit
+    }
+
     /// Adds an item of `len` body bytes; returns up to two batches to send, in order.
+    #[cfg(test)]
     pub(crate) fn add(&mut self, item: T, len: usize) -> Vec<Vec<T>> {
-        let use_ = 4 + len;
         let mut out = Vec::new();
-        if !self.items.is_empty() && self.size + use_ > self.buffer_limit {
+        if self.overflows(len) {
             out.push(self.take());
         }
-        self.size += use_;
-        self.items.push(item);
-        if self.items.len() >= self.batch_size || self.size >= self.buffer_limit {
+        self.push(item, len);
+        if self.is_full() {
             out.push(self.take());
         }
         out

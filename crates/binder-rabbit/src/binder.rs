@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::affinity::QueueLocator;
+use crate::channel_slot::ChannelSlot;
 use crate::config::{
     ConfirmType, ContainerType, RabbitBinderProperties, RabbitConnectionProperties,
     RabbitConsumerProperties, RabbitProducerProperties,
@@ -24,10 +25,10 @@ use crate::config::{
 use crate::connection::{ConnectionFactory, ConnectionSlot};
 use crate::consumer::{ConsumerContext, RabbitConsumer, Settler};
 use crate::headers::HeaderPatterns;
+use crate::open_batches::Batching;
 use crate::polled::RabbitPollable;
 use crate::producer::{
-    Batching, ConfirmAckCallback, ProducerOptions, RabbitProducer, RabbitProducerBinding,
-    RoutingKey,
+    ConfirmAckCallback, ProducerOptions, RabbitProducer, RabbitProducerBinding, RoutingKey,
 };
 use crate::provisioning::{self, ConsumerInputs, ConsumerTopology, ProducerTopology, short};
 use crate::scaling::{ConsumerScaling, Scaler};
@@ -377,9 +378,10 @@ impl Binder for RabbitBinder {
                     props.batch_size,
                     props.batch_buffer_limit,
                     props.batch_timeout,
+                    confirms || props.transacted,
                 )
             }),
-            channel: Mutex::new(None),
+            channel: ChannelSlot::default(),
             tx_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             stop: self.shared.shutdown.child_token(),

@@ -3,6 +3,7 @@
 mod affinity;
 pub mod batching;
 mod binder;
+mod channel_slot;
 pub mod compression;
 pub mod config;
 mod connection;
@@ -10,6 +11,7 @@ mod consumer;
 pub mod error;
 mod frame;
 pub mod headers;
+mod open_batches;
 mod polled;
 mod producer;
 pub mod provisioning;

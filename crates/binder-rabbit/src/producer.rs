@@ -3,10 +3,8 @@
 //! compression, `x-delay`, returns and nacks, transactions.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use lapin::Confirmation;
@@ -17,21 +15,32 @@ use lapin::{BasicProperties, Channel};
 use stream_core::binder::{Outbound, Producer};
 use stream_core::expression::{Expression, Value};
 use stream_core::{BinderError, Message};
-use tokio::sync::{Mutex, Notify, oneshot};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::batching::{self, Accumulator};
+use crate::batching;
+use crate::channel_slot::ChannelSlot;
 use crate::compression;
 use crate::error::RabbitError;
 use crate::frame;
 use crate::headers::{self, HeaderPatterns};
+use crate::open_batches::{Batching, Pending, Released};
 use crate::shared::Shared;
 use crate::transaction;
 
 /// How long a publisher confirm may take before the connection is presumed dead.
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Maps a client error to one naming what was being done; the context is only built when
+/// there is an error (nothing allocated per send).
+fn lapin_err(context: &'static str) -> impl FnOnce(lapin::Error) -> RabbitError {
+    move |source| RabbitError::Lapin {
+        context: context.to_owned(),
+        source,
+    }
+}
 
 /// How the routing key of each message is found.
 #[derive(Debug)]
@@ -132,98 +141,6 @@ pub use crate::shared::ConfirmAckCallback;
 /// `AmqpHeaders.PUBLISH_CONFIRM`).
 pub const PUBLISH_CONFIRM: &str = "amqp_publishConfirm";
 
-/// One message waiting in a batch.
-struct Pending {
-    body: Bytes,
-    /// Built when the message was sent only if it needs the message's expressions (`x-delay`);
-    /// otherwise built from `message` for the one message whose properties the batch carries.
-    props: Option<BasicProperties>,
-    /// The message as sent (shares its headers): the batch's properties, the confirm-ack callback.
-    message: Message<Bytes>,
-    /// Told the outcome of the batch's publish (when confirms are on).
-    waiter: Option<oneshot::Sender<Result<(), Arc<RabbitError>>>>,
-}
-
-/// Producer-side batching state (`batching-enabled`).
-pub(crate) struct Batching {
-    batch_size: u32,
-    buffer_limit: u32,
-    timeout: Duration,
-    state: std::sync::Mutex<BatchState>,
-    wake: Arc<Notify>,
-}
-
-struct BatchState {
-    /// One open batch per routing key: messages with different keys never share a batch.
-    open: HashMap<ShortString, Accumulator<Pending>>,
-    last_send: Instant,
-}
-
-impl Batching {
-    pub(crate) fn new(batch_size: u32, buffer_limit: u32, timeout: Duration) -> Self {
-        Batching {
-            batch_size,
-            buffer_limit,
-            timeout,
-            state: std::sync::Mutex::new(BatchState {
-                open: HashMap::new(),
-                last_send: Instant::now(),
-            }),
-            wake: Arc::new(Notify::new()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BatchState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(&self, key: &ShortString, p: Pending) -> Vec<Vec<Pending>> {
-        let len = p.body.len();
-        let mut state = self.lock();
-        state.last_send = Instant::now();
-        let was_idle = state.open.values().all(Accumulator::is_empty);
-        if !state.open.contains_key(key.as_str()) {
-            state.open.insert(
-                key.clone(),
-                Accumulator::new(self.batch_size, self.buffer_limit),
-            );
-        }
-        let Some(acc) = state.open.get_mut(key.as_str()) else {
-            return Vec::new();
-        };
-        let released = acc.add(p, len);
-        let now_open = !acc.is_empty();
-        drop(state);
-        // The timer re-reads the due time whenever it wakes, so it needs waking only when a
-        // batch opens while none was open.
-        if was_idle && now_open {
-            self.wake.notify_one();
-        }
-        released
-    }
-
-    /// Every open batch, emptied.
-    fn drain(&self) -> Vec<(ShortString, Vec<Pending>)> {
-        let mut state = self.lock();
-        state
-            .open
-            .iter_mut()
-            .filter(|(_, a)| !a.is_empty())
-            .map(|(k, a)| (k.clone(), a.take()))
-            .collect()
-    }
-
-    /// When open batches are due (`batch-timeout` after the last send), if any.
-    fn due(&self) -> Option<Instant> {
-        let state = self.lock();
-        state
-            .open
-            .values()
-            .any(|a| !a.is_empty())
-            .then_some(state.last_send + self.timeout)
-    }
-}
-
 /// What a producer does per send, fixed at bind time.
 pub(crate) struct ProducerOptions {
     pub(crate) delivery_mode: u8,
@@ -247,7 +164,7 @@ pub(crate) struct RabbitProducer {
     pub(crate) patterns: HeaderPatterns,
     pub(crate) options: ProducerOptions,
     pub(crate) batching: Option<Batching>,
-    pub(crate) channel: Mutex<Option<Channel>>,
+    pub(crate) channel: ChannelSlot,
     /// Serializes publish + tx.commit on a transacted producer's channel.
     pub(crate) tx_lock: Mutex<()>,
     pub(crate) closed: AtomicBool,
@@ -265,31 +182,32 @@ impl RabbitProducer {
 
     /// The publishing channel, opened (with confirms or tx.select when configured) on first use
     /// or after loss.
-    pub(crate) async fn channel(&self) -> Result<Channel, RabbitError> {
-        let mut guard = self.channel.lock().await;
-        if let Some(ch) = guard.as_ref()
-            && ch.status().connected()
-        {
-            return Ok(ch.clone());
-        }
-        *guard = None;
-        let conn = self.shared.publisher.get().await?;
-        let lapin_err = |context: String| move |source| RabbitError::Lapin { context, source };
-        let ch = conn.create_channel().await.map_err(lapin_err(format!(
-            "opening a publishing channel for exchange `{}`",
-            self.exchange_name()
-        )))?;
-        if self.options.transacted {
-            ch.tx_select()
-                .await
-                .map_err(lapin_err("tx.select on the publishing channel".to_owned()))?;
-        } else if self.options.confirms {
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(lapin_err("enabling publisher confirms".to_owned()))?;
-        }
-        *guard = Some(ch.clone());
-        Ok(ch)
+    pub(crate) async fn channel(&self) -> Result<Arc<Channel>, RabbitError> {
+        self.channel
+            .get_or_open(|| async {
+                let conn = self.shared.publisher.get().await?;
+                let ch = conn
+                    .create_channel()
+                    .await
+                    .map_err(|source| RabbitError::Lapin {
+                        context: format!(
+                            "opening a publishing channel for exchange `{}`",
+                            self.exchange_name()
+                        ),
+                        source,
+                    })?;
+                if self.options.transacted {
+                    ch.tx_select()
+                        .await
+                        .map_err(lapin_err("tx.select on the publishing channel"))?;
+                } else if self.options.confirms {
+                    ch.confirm_select(ConfirmSelectOptions::default())
+                        .await
+                        .map_err(lapin_err("enabling publisher confirms"))?;
+                }
+                Ok(ch)
+            })
+            .await
     }
 
     fn send_error(&self, routing_key: &str, e: Arc<RabbitError>) -> BinderError {
@@ -414,10 +332,6 @@ impl RabbitProducer {
     ) -> Result<(), RabbitError> {
         let (body, props) = self.compress(body, props);
         self.check_frame(&props).await?;
-        let lapin_err = |context: &str| {
-            let context = context.to_owned();
-            move |source| RabbitError::Lapin { context, source }
-        };
         let options = BasicPublishOptions {
             mandatory: self.options.mandatory && !self.options.transacted,
             ..BasicPublishOptions::default()
@@ -501,8 +415,12 @@ impl RabbitProducer {
     async fn publish_batch(
         &self,
         key: &ShortString,
-        batch: Vec<Pending>,
+        released: Released,
     ) -> Result<(), Arc<RabbitError>> {
+        let Released {
+            items: batch,
+            completer,
+        } = released;
         let Some(first) = batch.first() else {
             return Ok(());
         };
@@ -527,13 +445,13 @@ impl RabbitProducer {
         if let Err(e) = &result {
             tracing::warn!(binding = %self.binding_name, exchange = %self.exchange_name(), routing_key = %key, messages = batch.len(), error = %e, "publishing a batch failed");
         }
-        for p in batch {
-            if result.is_ok() {
+        if result.is_ok() && self.options.confirm_ack.is_some() {
+            for p in batch {
                 self.confirmed(Some(p.message));
             }
-            if let Some(w) = p.waiter {
-                let _ = w.send(result.clone());
-            }
+        }
+        if let Some(c) = completer {
+            c.complete(result.clone());
         }
         result
     }
@@ -592,29 +510,23 @@ impl RabbitProducer {
             self.confirmed(original);
             return Ok(());
         };
-        let (tx, rx) = if self.options.confirms || self.options.transacted {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
         let pending = Pending {
             body: message.payload().clone(),
             props,
             message,
-            waiter: tx,
         };
+        let (released, completion) = batching.add(&routing_key, pending);
         let mut first_error = None;
-        for batch in batching.add(&routing_key, pending) {
+        for batch in released {
             if let Err(e) = self.publish_batch(&routing_key, batch).await {
                 first_error.get_or_insert(e);
             }
         }
-        match rx {
+        match completion {
             // Reported once its batch is confirmed (or committed).
-            Some(rx) => match rx.await {
-                Ok(r) => r.map_err(|e| self.send_error(routing_key.as_str(), e)),
-                Err(_) => Err(BinderError::closed(&self.binding_name)),
+            Some(c) => match c.wait().await {
+                Some(r) => r.map_err(|e| self.send_error(routing_key.as_str(), e)),
+                None => Err(BinderError::closed(&self.binding_name)),
             },
             // Fire-and-forget: buffered, or sent with this call.
             None => match first_error {
@@ -726,7 +638,7 @@ impl RabbitProducer {
         self.closed.store(true, Ordering::Release);
         let flushed = self.flush_batches().await;
         self.stop.cancel();
-        let ch = self.channel.lock().await.take();
+        let ch = self.channel.take();
         if let Some(ch) = ch
             && ch.status().connected()
         {
