@@ -13,6 +13,7 @@ mod failure;
 pub mod headers;
 mod hooks;
 mod listener;
+mod park;
 mod pollable;
 mod producer;
 mod provisioning;
