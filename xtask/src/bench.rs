@@ -1,10 +1,17 @@
-//! `cargo xtask bench [rabbit|memory|rocketmq|backlog|all] [--messages N] [--size BYTES]
-//! [--rounds R] [--backlog N]`: the framework against the raw client on the same broker.
+//! `cargo xtask bench [rabbit|memory|rocketmq|backlog|callgrind|all] [--messages N]
+//! [--size BYTES] [--rounds R] [--backlog N] [--metrics] [--callgrind]`: the framework against
+//! the raw client on the same broker, and against a peer framework (RustStream) on RabbitMQ.
 //!
 //! Builds the `stream` bench binary of `stream-tests` once (release), then runs every
-//! measurement in a fresh child process (so peak RSS is per run), interleaved raw, binder,
-//! raw, binder... for R rounds, and prints the medians with the binder/raw ratio. Every run
-//! and the summary go to `target/bench/bench-<unix time>.json` and `target/bench/latest.json`.
+//! measurement in a fresh child process (so peak RSS is per run), interleaved raw, binder, peer,
+//! raw, binder, peer... for R rounds, and prints the medians with the binder/raw and binder/peer
+//! ratios. Every run and the summary go to `target/bench/bench-<unix time>.json` and
+//! `target/bench/latest.json`.
+//!
+//! `--callgrind` (or the target `callgrind`) counts instructions instead: each RabbitMQ scenario
+//! (publish, consume, e2e) and mode runs under `valgrind --tool=callgrind` at two message counts,
+//! and the table gives (Ir(N) - Ir(N/5)) / (N - N/5) per mode: the instructions of the whole
+//! process per message, with start-up and shut-down cancelled out.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -15,13 +22,25 @@ use anyhow::{Context, Result, bail};
 
 use crate::{broker, cargo, describe, rocketmq, root};
 
-const USAGE: &str = "cargo xtask bench [rabbit|memory|rocketmq|backlog|all] [--messages N] \
-                     [--size BYTES] [--rounds R] [--backlog N] [--metrics]";
+const USAGE: &str = "cargo xtask bench [rabbit|memory|rocketmq|backlog|callgrind|all] \
+                     [--messages N] [--size BYTES] [--rounds R] [--backlog N] [--metrics] \
+                     [--callgrind]";
 
 /// What `--metrics` adds to the binder's properties: the admin endpoint with the Prometheus
 /// exporter as the application's metrics recorder.
 const PROMETHEUS_ON: &str =
     "management.server.port=0;management.endpoints.web.exposure.include=prometheus";
+
+/// What the table says about the peer's settings.
+const PEER_NOTE: &str = "peer: RustStream (ruststream + ruststream-lapin from crates.io) over ONE \
+AMQP connection (consume, replies and confirms on channels of it); raw and binder use two in \
+rabbit-e2e. Same exchanges, queues, prefetch 250, persistent messages, 250 confirms in flight.";
+
+/// Messages of a `--callgrind` run unless `--messages` says otherwise; the base run has a fifth.
+const CALLGRIND_MESSAGES: u64 = 10_000;
+
+/// The scenarios `--callgrind` counts: the ones every mode runs.
+const CALLGRIND_SCENARIOS: [&str; 3] = ["rabbit-publish", "rabbit-consume", "rabbit-e2e"];
 
 /// What to run.
 struct Settings {
@@ -32,6 +51,8 @@ struct Settings {
     backlog: Option<u64>,
     /// Also run the binder with the Prometheus recorder on.
     metrics: bool,
+    /// Count instructions under callgrind instead of measuring time.
+    callgrind: bool,
 }
 
 fn parse(args: &[String]) -> Result<Settings> {
@@ -42,7 +63,9 @@ fn parse(args: &[String]) -> Result<Settings> {
         rounds: 3,
         backlog: None,
         metrics: false,
+        callgrind: false,
     };
+    let (mut messages, mut size) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> Result<u64> {
@@ -53,14 +76,30 @@ fn parse(args: &[String]) -> Result<Settings> {
                 .with_context(|| format!("{name} must be a number\n{USAGE}"))
         };
         match a.as_str() {
-            "--messages" => s.messages = value("--messages")?.max(2),
-            "--size" => s.sizes = vec![usize::try_from(value("--size")?)?],
+            "--messages" => messages = Some(value("--messages")?.max(2)),
+            "--size" => size = Some(usize::try_from(value("--size")?)?),
             "--rounds" => s.rounds = usize::try_from(value("--rounds")?)?.max(1),
             "--backlog" => s.backlog = Some(value("--backlog")?.max(2)),
             "--metrics" => s.metrics = true,
+            "--callgrind" => s.callgrind = true,
+            "callgrind" => {
+                s.callgrind = true;
+                "rabbit".clone_into(&mut s.target);
+            }
             "rabbit" | "memory" | "rocketmq" | "all" | "backlog" => a.clone_into(&mut s.target),
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
+    }
+    // Under callgrind a run is ~50x slower: 10 000 messages of 256 B unless told otherwise.
+    if s.callgrind {
+        s.messages = CALLGRIND_MESSAGES;
+        s.sizes = vec![256];
+    }
+    if let Some(m) = messages {
+        s.messages = m;
+    }
+    if let Some(z) = size {
+        s.sizes = vec![z];
     }
     if s.target == "backlog" && s.backlog.is_none() {
         s.backlog = Some(1_000_000);
@@ -68,11 +107,23 @@ fn parse(args: &[String]) -> Result<Settings> {
     Ok(s)
 }
 
+/// Whether the peer framework (RustStream, mode `peer`) runs a scenario.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Runs,
+    /// It has no counterpart of what the scenario measures: the text of its cells.
+    Cannot(&'static str),
+    /// Not a broker the peer speaks to (its cells print `n/a`).
+    NotApplicable,
+}
+
 /// One scenario of the table.
 struct Scenario {
     name: &'static str,
     /// Runs a raw-client counterpart.
     raw: bool,
+    /// Whether and how the peer runs it.
+    peer: Peer,
     /// Pre-fills the input queue before each run.
     fill: bool,
     /// Why it is not run, if it is not.
@@ -83,15 +134,16 @@ fn scenarios(target: &str) -> Vec<Scenario> {
     let rabbit = matches!(target, "rabbit" | "all");
     let mut v = Vec::new();
     if rabbit {
-        for (name, fill) in [
-            ("rabbit-publish", false),
-            ("rabbit-consume", true),
-            ("rabbit-e2e", true),
-            ("rabbit-batch", false),
+        for (name, fill, peer) in [
+            ("rabbit-publish", false, Peer::Runs),
+            ("rabbit-consume", true, Peer::Runs),
+            ("rabbit-e2e", true, Peer::Runs),
+            ("rabbit-batch", false, Peer::Cannot("peer cannot batch")),
         ] {
             v.push(Scenario {
                 name,
                 raw: true,
+                peer,
                 fill,
                 skipped: None,
             });
@@ -107,6 +159,7 @@ fn scenarios(target: &str) -> Vec<Scenario> {
             v.push(Scenario {
                 name,
                 raw: true,
+                peer: Peer::NotApplicable,
                 fill,
                 skipped: None,
             });
@@ -116,6 +169,7 @@ fn scenarios(target: &str) -> Vec<Scenario> {
         v.push(Scenario {
             name: "memory-e2e",
             raw: false,
+            peer: Peer::NotApplicable,
             fill: false,
             skipped: None,
         });
@@ -124,7 +178,7 @@ fn scenarios(target: &str) -> Vec<Scenario> {
 }
 
 /// Builds the bench binary in release; its path.
-fn build() -> Result<PathBuf> {
+pub(crate) fn build() -> Result<PathBuf> {
     let mut c = cargo();
     c.args([
         "bench",
@@ -150,7 +204,7 @@ fn build() -> Result<PathBuf> {
 }
 
 /// A string field of a flat JSON object (no escapes in our values).
-fn string_field(json: &str, key: &str) -> Option<String> {
+pub(crate) fn string_field(json: &str, key: &str) -> Option<String> {
     let pat = format!("\"{key}\":\"");
     let start = json.find(&pat)? + pat.len();
     let len = json[start..].find('"')?;
@@ -158,7 +212,7 @@ fn string_field(json: &str, key: &str) -> Option<String> {
 }
 
 /// A numeric field of a flat JSON object.
-fn number_field(json: &str, key: &str) -> Option<f64> {
+pub(crate) fn number_field(json: &str, key: &str) -> Option<f64> {
     let pat = format!("\"{key}\":");
     let start = json.find(&pat)? + pat.len();
     let end = json[start..]
@@ -167,8 +221,23 @@ fn number_field(json: &str, key: &str) -> Option<f64> {
     json[start..end].trim().parse().ok()
 }
 
-fn child(bin: &PathBuf, args: &[String], env: &[(String, String)], run_id: &str) -> Result<String> {
-    let mut c = Command::new(bin);
+/// Runs the bench binary with `args` (under `wrap`, a program and its arguments, if not empty);
+/// its stdout.
+fn child(
+    bin: &PathBuf,
+    wrap: &[String],
+    args: &[String],
+    env: &[(String, String)],
+    run_id: &str,
+) -> Result<String> {
+    let mut c = match wrap.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     c.args(args).current_dir(root()).stderr(Stdio::inherit());
     for (k, v) in env {
         c.env(k, v);
@@ -185,9 +254,11 @@ fn child(bin: &PathBuf, args: &[String], env: &[(String, String)], run_id: &str)
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// One measured run: the JSON line the bench binary printed.
+/// One measured run: the JSON line the bench binary printed. The fill runs as it is; the run
+/// under `wrap` (see [`child`]).
 fn measure(
     bin: &PathBuf,
+    wrap: &[String],
     env: &[(String, String)],
     scenario: &Scenario,
     mode: &str,
@@ -206,6 +277,7 @@ fn measure(
     if scenario.fill {
         child(
             bin,
+            &[],
             &[
                 "fill".to_owned(),
                 scenario.name.to_owned(),
@@ -218,6 +290,7 @@ fn measure(
     }
     let out = child(
         bin,
+        wrap,
         &[
             "run".to_owned(),
             scenario.name.to_owned(),
@@ -245,6 +318,11 @@ fn prometheus_env(env: &[(String, String)]) -> Vec<(String, String)> {
     };
     out.push(("STREAM_BENCH_PROPERTIES".to_owned(), props));
     out
+}
+
+/// A ratio as the tables print it.
+fn fmt_ratio(v: f64) -> String {
+    format!("{v:.3}")
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -304,15 +382,22 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         settings.messages, settings.sizes, settings.rounds
     );
 
+    if settings.callgrind {
+        return callgrind(&settings, &list, &bin, &env);
+    }
+
     let mut table = String::new();
     let mut summary = Vec::new();
     let mut all_runs = Vec::new();
     let _ = write!(table, "| scenario | size |");
     for (_, title, _, _) in METRICS {
-        let _ = write!(table, " raw {title} | binder {title} | ratio |");
+        let _ = write!(
+            table,
+            " raw {title} | binder {title} | peer {title} | binder/raw | binder/peer |"
+        );
     }
     table.push('\n');
-    table.push_str(&"|---".repeat(2 + 3 * METRICS.len()));
+    table.push_str(&"|---".repeat(2 + 5 * METRICS.len()));
     table.push_str("|\n");
     let mut metrics_table = String::from("| scenario | size |");
     for (_, title, _, _) in METRICS {
@@ -335,8 +420,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 ));
                 continue;
             }
-            let (mut raw, mut binder, mut prom) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut raw, mut binder, mut peer, mut prom) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut failure = None;
+            // A failed peer run costs the peer its cells, not the row.
+            let mut peer_failure: Option<String> = None;
             let with_metrics = settings.metrics && !scenario.name.starts_with("memory");
             'rounds: for round in 1..=settings.rounds {
                 let mut modes: Vec<&str> = Vec::new();
@@ -344,6 +432,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     modes.push("raw");
                 }
                 modes.push("binder");
+                if scenario.peer == Peer::Runs && peer_failure.is_none() {
+                    modes.push("peer");
+                }
                 if with_metrics {
                     modes.push("binder+prometheus");
                 }
@@ -357,15 +448,29 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     } else {
                         (mode, env.clone())
                     };
-                    match measure(&bin, &run_env, scenario, run_mode, settings.messages, *size) {
+                    match measure(
+                        &bin,
+                        &[],
+                        &run_env,
+                        scenario,
+                        run_mode,
+                        settings.messages,
+                        *size,
+                    ) {
                         Ok(line) => {
                             eprintln!("   {line}");
                             all_runs.push(line.clone());
                             match mode {
                                 "raw" => raw.push(line),
                                 "binder" => binder.push(line),
+                                "peer" => peer.push(line),
                                 _ => prom.push(line),
                             }
+                        }
+                        Err(e) if mode == "peer" => {
+                            eprintln!("   peer failed: {e:#}");
+                            peer_failure =
+                                Some(format!("peer failed: {e:#}").replace(['|', '"'], "'"));
                         }
                         Err(e) => {
                             eprintln!("   failed: {e:#}");
@@ -383,36 +488,55 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 ));
                 continue;
             }
+            // What the peer cells say when there is no peer figure.
+            let no_peer = match (&peer_failure, scenario.peer) {
+                (Some(f), _) => f.clone(),
+                (None, Peer::Cannot(why)) => why.to_owned(),
+                _ => "n/a".to_owned(),
+            };
             let _ = write!(table, "| {} | {size} |", scenario.name);
             let mut json = format!(
                 "{{\"scenario\":\"{}\",\"size\":{size},\"rounds\":{}",
                 scenario.name, settings.rounds
             );
+            if no_peer != "n/a" {
+                let _ = write!(json, ",\"peer_missing\":\"{no_peer}\"");
+            }
             for (key, _, scale, decimals) in METRICS {
                 let r = med(&raw, key);
                 let b = med(&binder, key);
+                let p = med(&peer, key);
                 let cell = |v: Option<f64>| {
                     v.map_or_else(
                         || "n/a".to_owned(),
                         |v| format!("{:.*}", decimals, v * scale),
                     )
                 };
-                let ratio = match (r, b) {
-                    (Some(r), Some(b)) if r > 0.0 => format!("{:.3}", b / r),
-                    _ => "n/a".to_owned(),
+                let peer_cell = p.map_or_else(|| no_peer.clone(), |_| cell(p));
+                let ratio_of = |b: Option<f64>, over: Option<f64>| match (b, over) {
+                    (Some(b), Some(o)) if o > 0.0 => Some(b / o),
+                    _ => None,
                 };
-                let _ = write!(table, " {} | {} | {ratio} |", cell(r), cell(b));
+                let ratio = ratio_of(b, r);
+                let ratio_peer = ratio_of(b, p);
+                let ratio_cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), fmt_ratio);
+                let _ = write!(
+                    table,
+                    " {} | {} | {peer_cell} | {} | {} |",
+                    cell(r),
+                    cell(b),
+                    ratio_cell(ratio),
+                    ratio_cell(ratio_peer)
+                );
                 let num = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
                 let _ = write!(
                     json,
-                    ",\"{key}\":{{\"raw\":{},\"binder\":{},\"ratio\":{}}}",
+                    ",\"{key}\":{{\"raw\":{},\"binder\":{},\"peer\":{},\"ratio\":{},\"ratio_peer\":{}}}",
                     num(r),
                     num(b),
-                    if ratio == "n/a" {
-                        "null".to_owned()
-                    } else {
-                        ratio.clone()
-                    }
+                    num(p),
+                    ratio.map_or_else(|| "null".to_owned(), fmt_ratio),
+                    ratio_peer.map_or_else(|| "null".to_owned(), fmt_ratio),
                 );
             }
             if with_metrics {
@@ -448,11 +572,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let scenario = Scenario {
             name: "rabbit-backlog",
             raw: false,
+            peer: Peer::NotApplicable,
             fill: true,
             skipped: None,
         };
         eprintln!("== rabbit-backlog binder, {n} messages of 256 B (fill, then consume)");
-        match measure(&bin, &env, &scenario, "binder", n, 256) {
+        match measure(&bin, &[], &env, &scenario, "binder", n, 256) {
             Ok(line) => {
                 eprintln!("   {line}");
                 let kib = |k: &str| number_field(&line, k).unwrap_or(0.0) / 1024.0;
@@ -472,6 +597,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let load_after = load();
     println!();
     print!("{table}");
+    if list.iter().any(|s| s.peer == Peer::Runs) {
+        println!("\n{PEER_NOTE}");
+    }
     if settings.metrics {
         println!(
             "\nMetrics cost: the binder without a recorder, and with the admin endpoint's Prometheus recorder ({PROMETHEUS_ON}):\n"
@@ -482,7 +610,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         println!("\n{l}");
     }
     println!(
-        "\n{} messages per run, median of {} rounds (interleaved raw/binder, one process per run); load average before {load_before}, after {load_after}",
+        "\n{} messages per run, median of {} rounds (interleaved raw/binder/peer, one process per run); load average before {load_before}, after {load_after}",
         settings.messages, settings.rounds
     );
 
@@ -505,5 +633,155 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     std::fs::write(dir.join("latest.json"), &json)
         .with_context(|| format!("cannot write {}", dir.display()))?;
     println!("results: {}", file.display());
+    Ok(())
+}
+
+/// The total instruction count (`Ir`) of a callgrind output file: its `summary:` line (or
+/// `totals:` if there is none).
+fn callgrind_total(file: &std::path::Path) -> Result<u64> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read callgrind output {}", file.display()))?;
+    let line = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    line("summary:")
+        .or_else(|| line("totals:"))
+        .with_context(|| format!("no summary line in {}", file.display()))
+}
+
+/// `--callgrind`: instructions per message of raw, binder and peer. Each (scenario, size, mode)
+/// runs twice under callgrind, with `N/5` and `N` messages (the fill runs natively, outside
+/// valgrind); the table gives `(Ir(N) - Ir(N/5)) / (N - N/5)`, the instructions of the whole
+/// process per additional message (every thread, user space only; set-up and shut-down cancel).
+fn callgrind(
+    settings: &Settings,
+    list: &[Scenario],
+    bin: &PathBuf,
+    env: &[(String, String)],
+) -> Result<()> {
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    let version = match valgrind {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => bail!("--callgrind needs valgrind on PATH (apt-get install valgrind)"),
+    };
+    let dir = root().join("target").join("bench").join("callgrind");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (n2, n1) = (settings.messages, (settings.messages / 5).max(1));
+    if n2 <= n1 {
+        bail!("--callgrind needs --messages of at least 2");
+    }
+    // Valgrind runs the client ~50x slower: the runs' time limit stretches to match.
+    let mut env = env.to_vec();
+    env.push(("STREAM_BENCH_LIMIT_FACTOR".to_owned(), "50".to_owned()));
+    let load_before = load();
+    eprintln!(
+        "bench --callgrind ({version}): {n1} and {n2} messages, sizes {:?}, load average {load_before}",
+        settings.sizes
+    );
+    let mut table = String::from(
+        "| scenario | size | raw Ir/msg | binder Ir/msg | peer Ir/msg | binder/raw | binder/peer |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut summary = Vec::new();
+    for size in &settings.sizes {
+        for scenario in list
+            .iter()
+            .filter(|s| CALLGRIND_SCENARIOS.contains(&s.name))
+        {
+            let mut per_msg: Vec<Option<f64>> = Vec::new();
+            let mut cells = Vec::new();
+            for mode in ["raw", "binder", "peer"] {
+                let mut totals = Vec::new();
+                let mut failed = None;
+                for n in [n1, n2] {
+                    let out = dir.join(format!("{}-{mode}-{size}-{n}.out", scenario.name));
+                    let _ = std::fs::remove_file(&out);
+                    let wrap = [
+                        "valgrind".to_owned(),
+                        "--tool=callgrind".to_owned(),
+                        format!("--callgrind-out-file={}", out.display()),
+                    ];
+                    eprintln!(
+                        "== callgrind {} {mode} size {size}, {n} messages",
+                        scenario.name
+                    );
+                    match measure(bin, &wrap, &env, scenario, mode, n, *size)
+                        .and_then(|line| Ok((line, callgrind_total(&out)?)))
+                    {
+                        Ok((line, ir)) => {
+                            eprintln!("   Ir {ir}; {line}");
+                            totals.push((n, ir));
+                        }
+                        Err(e) => {
+                            eprintln!("   failed: {e:#}");
+                            failed = Some(format!("failed: {e:#}").replace(['|', '"'], "'"));
+                            break;
+                        }
+                    }
+                }
+                let v = match (failed, totals.as_slice()) {
+                    (None, [(a, ir_a), (b, ir_b)]) => {
+                        // Exact below 2^53 instructions, far beyond any run here.
+                        let v = (*ir_b as f64 - *ir_a as f64) / (b - a) as f64;
+                        cells.push(format!("{v:.0}"));
+                        summary.push(format!(
+                            "{{\"scenario\":\"{}\",\"size\":{size},\"mode\":\"{mode}\",\"n1\":{a},\"ir1\":{ir_a},\"n2\":{b},\"ir2\":{ir_b},\"ir_per_msg\":{v:.1}}}",
+                            scenario.name
+                        ));
+                        Some(v)
+                    }
+                    (f, _) => {
+                        cells.push(f.unwrap_or_else(|| "n/a".to_owned()));
+                        None
+                    }
+                };
+                per_msg.push(v);
+            }
+            let ratio = |b: Option<f64>, o: Option<f64>| match (b, o) {
+                (Some(b), Some(o)) if o > 0.0 => fmt_ratio(b / o),
+                _ => "n/a".to_owned(),
+            };
+            let _ = writeln!(
+                table,
+                "| {} | {size} | {} | {} | {} | {} | {} |",
+                scenario.name,
+                cells[0],
+                cells[1],
+                cells[2],
+                ratio(per_msg[1], per_msg[0]),
+                ratio(per_msg[1], per_msg[2]),
+            );
+        }
+    }
+    let load_after = load();
+    println!();
+    print!("{table}");
+    println!(
+        "\nIr/msg = (Ir({n2}) - Ir({n1})) / {} of the whole process (all threads, user space), one \
+         run each under {version}; {PEER_NOTE}\nload average before {load_before}, after {load_after}",
+        n2 - n1
+    );
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let file = root()
+        .join("target")
+        .join("bench")
+        .join(format!("callgrind-{stamp}.json"));
+    let json = format!(
+        "{{\"unix_time\":{stamp},\"valgrind\":\"{version}\",\"n1\":{n1},\"n2\":{n2},\"sizes\":{:?},\"load_before\":\"{load_before}\",\"load_after\":\"{load_after}\",\n\"runs\":[\n{}\n]}}\n",
+        settings.sizes,
+        summary.join(",\n"),
+    );
+    std::fs::write(&file, json).with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "results: {}, callgrind files in {}",
+        file.display(),
+        dir.display()
+    );
     Ok(())
 }

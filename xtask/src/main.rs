@@ -1,6 +1,7 @@
 //! Project automation. Run `cargo xtask help`.
 
 mod bench;
+mod bench_scale;
 mod broker;
 mod chaos;
 mod itest;
@@ -25,11 +26,15 @@ Commands:
                   else builds (once, into ~/.cache/stream-rs) and starts the rocketmq-rust name
                   server and broker on loopback, stopping them afterwards. Fails if a broker
                   cannot be reached.
-  bench [rabbit|memory|rocketmq|backlog|all] [--messages N] [--size BYTES] [--rounds R]
-        [--backlog N]
+  bench [rabbit|memory|rocketmq|backlog|callgrind|all] [--messages N] [--size BYTES]
+        [--rounds R] [--backlog N] [--callgrind]
                   Throughput, CPU, peak RSS and allocations of the framework against the raw
-                  client on the same broker (default: all, 100000 messages, 256 B and 4 KiB,
-                  3 rounds). Not part of `test`. See docs/benchmarks.md.
+                  client and the peer framework (RustStream) on the same broker (default: all,
+                  100000 messages, 256 B and 4 KiB, 3 rounds); `callgrind`: instructions per
+                  message under valgrind. Not part of `test`. See docs/benchmarks.md.
+  bench scale [--messages N] [--size BYTES] [--rounds R] [--plot PATH] [--replot FILE]
+                  How cost grows: consumer concurrency 1-8, 1/10/100 bindings in one app, bind
+                  time; tables and a PNG plot (docs/bench-scale.png).
   chaos [--short] [poison|kill9|broker-restart|connection-close|cluster|rocketmq]...
                   Fault-injection suite on real brokers (default: every scenario): poison
                   messages, kill -9 of the application, broker restarts, forced connection
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
         "test" => test::run(&rest),
         "itest" => itest::run(&rest),
         "broker" => broker_up(&rest),
+        "bench" if rest.first().is_some_and(|a| a == "scale") => bench_scale::run(&rest[1..]),
         "bench" => bench::run(&rest),
         "chaos" => chaos::run(&rest),
         "help" | "--help" | "-h" => {
@@ -91,10 +97,25 @@ fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `cargo` as the toolchain running xtask.
+/// `cargo` as the toolchain running xtask, without the package variables `cargo run -p xtask`
+/// exported: build scripts that watch them (ring's: `rerun-if-env-changed=CARGO_PKG_NAME`, ...)
+/// would otherwise rerun and rebuild everything above them, so what the xtask builds is what a
+/// plain `cargo test` or `cargo bench` builds, and each reuses the other's artifacts.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     c.current_dir(root());
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(&key);
+        }
+    }
     c
 }
 

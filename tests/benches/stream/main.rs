@@ -4,7 +4,7 @@
 //! release and runs each measurement in a fresh process:
 //!
 //! ```text
-//! stream run <scenario> <raw|binder> <messages> <size>   one measured run: one JSON line
+//! stream run <scenario> <raw|binder|peer> <messages> <size>   one measured run: one JSON line
 //! stream fill <scenario> <messages> <size>               pre-fills the scenario's queue
 //! ```
 //!
@@ -15,8 +15,10 @@
 
 mod memory;
 mod meter;
+mod peer;
 mod rabbit;
 mod rocketmq;
+mod scale;
 
 use std::alloc::System;
 
@@ -28,7 +30,7 @@ use stats_alloc::StatsAlloc;
 pub(crate) static GLOBAL: StatsAlloc<System> = StatsAlloc::system();
 
 const USAGE: &str = "\
-stream run <scenario> <raw|binder> <messages> <size>
+stream run <scenario> <raw|binder|peer> <messages> <size>
 stream fill <scenario> <messages> <size>
 scenarios: rabbit-publish rabbit-consume rabbit-e2e rabbit-batch rabbit-backlog
            rocketmq-sync rocketmq-async rocketmq-consume rocketmq-e2e memory-e2e
@@ -50,6 +52,8 @@ pub(crate) struct Params {
 pub(crate) enum Mode {
     Raw,
     Binder,
+    /// RustStream (`ruststream-lapin`), another framework on the same client: RabbitMQ only.
+    Peer,
 }
 
 impl Mode {
@@ -57,6 +61,7 @@ impl Mode {
         match self {
             Mode::Raw => "raw",
             Mode::Binder => "binder",
+            Mode::Peer => "peer",
         }
     }
 }
@@ -93,7 +98,8 @@ fn main() -> Result<()> {
             let mode = match args.get(2).map(String::as_str) {
                 Some("raw") => Mode::Raw,
                 Some("binder") => Mode::Binder,
-                _ => bail!("mode must be raw or binder\n{USAGE}"),
+                Some("peer") => Mode::Peer,
+                _ => bail!("mode must be raw, binder or peer\n{USAGE}"),
             };
             let params = Params {
                 scenario,
@@ -122,6 +128,7 @@ fn main() -> Result<()> {
                 runtime.block_on(rabbit::fill(&scenario, messages, size))
             }
         }
+        "scale" => runtime.block_on(scale::main(&args[1..])),
         // `cargo bench` passes `--bench`; `cargo test --all-targets` passes nothing or filters.
         _ => {
             println!("{USAGE}");

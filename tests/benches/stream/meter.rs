@@ -198,9 +198,16 @@ impl Meter {
     }
 }
 
-/// A generous bound for one run: 60 s plus 1 ms per message.
+/// A generous bound for one run: 60 s plus 1 ms per message, times `STREAM_BENCH_LIMIT_FACTOR`
+/// (default 1; `cargo xtask bench --callgrind` sets 50, as valgrind runs the client that much
+/// slower).
 pub(crate) fn run_limit(messages: u64) -> Duration {
-    Duration::from_secs(60) + Duration::from_millis(messages)
+    let factor = std::env::var("STREAM_BENCH_LIMIT_FACTOR")
+        .ok()
+        .and_then(|f| f.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    (Duration::from_secs(60) + Duration::from_millis(messages)) * factor
 }
 
 /// The end-to-end scenarios' application: function `uppercase` (`String -> String`) on

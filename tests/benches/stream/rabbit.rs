@@ -34,18 +34,18 @@ const GROUP: &str = "bench";
 const OCTET: &str = "application/octet-stream";
 const TEXT: &str = "text/plain";
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     std::env::var("SPRING_RABBITMQ_HOST").unwrap_or_else(|_| "127.0.0.1".to_owned())
 }
 
-fn port() -> u16 {
+pub(crate) fn port() -> u16 {
     std::env::var("SPRING_RABBITMQ_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(5672)
 }
 
-async fn connect() -> Result<Connection> {
+pub(crate) async fn connect() -> Result<Connection> {
     let uri = format!("amqp://guest:guest@{}:{}/%2f", host(), port());
     Connection::connect(&uri, ConnectionProperties::default())
         .await
@@ -202,8 +202,19 @@ pub(crate) async fn run(p: &Params) -> Result<Report> {
                 Mode::Raw if p.scenario == "rabbit-batch" => raw_batch_publish(p, ex).await,
                 Mode::Raw => raw_publish(p, ex).await,
                 Mode::Binder => binder_publish(p, ex).await,
+                Mode::Peer if p.scenario == "rabbit-batch" => Err(anyhow::anyhow!(
+                    "peer cannot batch (no producer batching in RustStream)"
+                )),
+                Mode::Peer => crate::peer::publish(p, ex).await,
             };
             purge(ex).await;
+            r?
+        }
+        "rabbit-consume" | "rabbit-e2e" if p.mode == Mode::Peer => {
+            let r = crate::peer::consume(p).await;
+            if p.scenario == "rabbit-e2e" {
+                purge(E2E_OUT).await;
+            }
             r?
         }
         "rabbit-consume" | "rabbit-backlog" => consume(p, ex).await?,
@@ -397,6 +408,7 @@ async fn consume(p: &Params, ex: &str) -> Result<Report> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = (p.scenario == "rabbit-backlog").then(|| sample_rss(Arc::clone(&stop)));
     let (start, end) = match p.mode {
+        Mode::Peer => bail!("{} has no peer run", p.scenario),
         Mode::Raw => {
             let conn = connect().await?;
             let ch = conn.create_channel().await?;
@@ -477,6 +489,7 @@ async fn consume(p: &Params, ex: &str) -> Result<Report> {
 async fn e2e(p: &Params, ex: &str) -> Result<Report> {
     let meter = Arc::new(Meter::new(p.messages));
     let (start, end) = match p.mode {
+        Mode::Peer => bail!("{} has no peer run", p.scenario),
         Mode::Raw => {
             let conn = connect().await?;
             let out_conn = connect().await?;

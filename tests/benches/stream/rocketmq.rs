@@ -551,6 +551,7 @@ async fn push_consumer(
 async fn consume(p: &Params, n: &Names) -> Result<Report> {
     let meter = Arc::new(Meter::new(p.messages));
     let (start, end) = match p.mode {
+        Mode::Peer => bail!("{} has no peer run", p.scenario),
         Mode::Raw => {
             let domain = Domain::consumer("bench-consumer")?;
             let m = Arc::clone(&meter);
@@ -596,6 +597,7 @@ async fn consume(p: &Params, n: &Names) -> Result<Report> {
 async fn e2e(p: &Params, n: &Names) -> Result<Report> {
     let meter = Arc::new(Meter::new(p.messages));
     let (start, end) = match p.mode {
+        Mode::Peer => bail!("{} has no peer run", p.scenario),
         Mode::Raw => {
             let producers = Domain::producers("bench-producer")?;
             let out = Arc::new(producer(&producers, &n.producer_group, "producer", false).await?);
