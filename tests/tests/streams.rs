@@ -311,6 +311,8 @@ async fn two_inputs_are_joined_and_one_input_is_routed_to_two_outputs() {
 #[tokio::test]
 async fn a_stream_supplier_emits_until_shutdown() {
     let broker = InMemoryBroker::new();
+    // Recording starts before the app: the supplier sends as soon as it is bound.
+    broker.capture("ticks");
     let app = StreamApp::builder()
         .environment(env(&[(
             "spring.cloud.stream.bindings.ticks-out-0.destination",
@@ -326,7 +328,6 @@ async fn a_stream_supplier_emits_until_shutdown() {
         .build()
         .await
         .expect("app binds");
-    broker.capture("ticks");
     assert_eq!(received(&broker, "ticks", 3).await, ["0", "1", "2"]);
     app.shutdown().await.expect("clean shutdown");
 }
