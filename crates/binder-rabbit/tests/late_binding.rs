@@ -57,14 +57,21 @@ async fn declarations_and_consumers_wait_for_the_broker() {
         .await
         .expect("listen");
     let proxy = tokio::spawn(proxy(listener, Live::default()));
+    // Running comes after the whole topology (exchange, queue, then the queue's binding): a
+    // publish as soon as the queue exists could beat the binding and be dropped unrouted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while admin.queue_messages(&queue).await.is_none() {
+    while app.bindings() != vec![("sink-in-0".to_owned(), BindingState::Running)] {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "queue declared once the broker is reachable"
+            "bound once the broker is reachable: {:?}",
+            app.bindings()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        admin.queue_messages(&queue).await.is_some(),
+        "queue declared once the broker is reachable"
+    );
     admin
         .publish(&dest, "k", b"late", BasicProperties::default())
         .await;
