@@ -245,6 +245,12 @@ fn child(
     // Names the broker resources of one measurement (RocketMQ topics and groups), so its fill
     // and run agree and no two runs share them.
     c.env("STREAM_BENCH_RUN_ID", run_id);
+    stdout_of(c)
+}
+
+/// Runs a bench binary's command to its end; what it printed on stdout, or an error naming the
+/// command if it failed.
+pub(crate) fn stdout_of(mut c: Command) -> Result<String> {
     let out = c
         .output()
         .with_context(|| format!("cannot start {}", describe(&c)))?;
@@ -252,6 +258,15 @@ fn child(
         bail!("`{}` failed with {}", describe(&c), out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The measurement a bench binary printed: its last JSON line.
+pub(crate) fn json_line(out: &str) -> Result<String> {
+    out.lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .map(|l| l.trim().to_owned())
+        .context("the bench binary printed no JSON line")
 }
 
 /// One measured run: the JSON line the bench binary printed. The fill runs as it is; the run
@@ -301,11 +316,7 @@ fn measure(
         env,
         &run_id,
     )?;
-    out.lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .map(|l| l.trim().to_owned())
-        .context("the bench binary printed no JSON line")
+    json_line(&out)
 }
 
 /// The run environment with the Prometheus recorder turned on (after any properties the caller
@@ -325,7 +336,8 @@ fn fmt_ratio(v: f64) -> String {
     format!("{v:.3}")
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The median of `v` (the mean of the middle two for an even count); `None` when empty.
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -351,7 +363,8 @@ fn med(runs: &[String], key: &str) -> Option<f64> {
     median(runs.iter().filter_map(|r| number_field(r, key)).collect())
 }
 
-fn load() -> String {
+/// The 1, 5 and 15 minute load averages, as `uptime` prints them.
+pub(crate) fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".to_owned())

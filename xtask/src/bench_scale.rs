@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::bench::{build, number_field, string_field};
-use crate::{broker, describe, root};
+use crate::bench::{build, json_line, load, median, number_field, stdout_of, string_field};
+use crate::{broker, root};
 
 const USAGE: &str = "cargo xtask bench scale [--messages N] [--size BYTES] [--rounds R] \
                      [--plot PATH] [--replot RESULTS.json]";
@@ -86,13 +86,7 @@ fn child(bin: &Path, args: &[String], env: &[(String, String)]) -> Result<String
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c
-        .output()
-        .with_context(|| format!("cannot start {}", describe(&c)))?;
-    if !out.status.success() {
-        bail!("`{}` failed with {}", describe(&c), out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    stdout_of(c)
 }
 
 /// Deletes the bench's queues and exchanges when dropped (also after a failure).
@@ -158,24 +152,7 @@ fn measure(
         ],
         env,
     )?;
-    out.lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .map(|l| l.trim().to_owned())
-        .context("the bench binary printed no JSON line")
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    json_line(&out)
 }
 
 /// The medians of one point: (raw, binder) per metric key.
@@ -191,12 +168,6 @@ impl Measured {
         let runs = if raw { &self.raw } else { &self.binder };
         median(runs.iter().filter_map(|r| number_field(r, key)).collect())
     }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
 }
 
 fn cell(v: Option<f64>, decimals: usize) -> String {

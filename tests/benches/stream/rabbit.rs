@@ -70,9 +70,9 @@ fn queue(exchange: &str) -> String {
     format!("{exchange}.{GROUP}")
 }
 
-/// Declares `<exchange>` (durable topic) and `<exchange>.bench` (durable, bound with `#`), as
-/// the binder provisions a group queue, and purges the queue.
-async fn topology(ch: &Channel, exchange: &str) -> Result<()> {
+/// Declares `<exchange>` (durable topic) and its group queue `queue` (durable, bound with
+/// `#`), as the binder provisions a group queue.
+pub(crate) async fn declare_group_queue(ch: &Channel, exchange: &str, queue: &str) -> Result<()> {
     ch.exchange_declare(
         exchange.into(),
         lapin::ExchangeKind::Topic,
@@ -83,9 +83,8 @@ async fn topology(ch: &Channel, exchange: &str) -> Result<()> {
         FieldTable::default(),
     )
     .await?;
-    let q = queue(exchange);
     ch.queue_declare(
-        q.as_str().into(),
+        queue.into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -94,13 +93,20 @@ async fn topology(ch: &Channel, exchange: &str) -> Result<()> {
     )
     .await?;
     ch.queue_bind(
-        q.as_str().into(),
+        queue.into(),
         exchange.into(),
         "#".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await?;
+    Ok(())
+}
+
+/// Declares `<exchange>` and `<exchange>.bench` ([`declare_group_queue`]) and purges the queue.
+async fn topology(ch: &Channel, exchange: &str) -> Result<()> {
+    let q = queue(exchange);
+    declare_group_queue(ch, exchange, &q).await?;
     ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
         .await?;
     Ok(())
@@ -112,7 +118,8 @@ fn persistent(content_type: &str) -> BasicProperties {
         .with_content_type(content_type.into())
 }
 
-fn check(c: lapin::Result<Confirmation>) -> Result<()> {
+/// A publisher confirm as a result: only a plain ack (or no confirm asked for) is success.
+pub(crate) fn check(c: lapin::Result<Confirmation>) -> Result<()> {
     match c? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         other => bail!("publish not confirmed: {other:?}"),
@@ -177,7 +184,7 @@ async fn purge(exchange: &str) {
 /// The binder's configuration: the broker, the scenario's properties, then
 /// `STREAM_BENCH_PROPERTIES` (`key=value` pairs separated by `;`, for experiments; later keys
 /// win).
-fn environment(text: String) -> Result<Environment> {
+pub(crate) fn environment(text: &str) -> Result<Environment> {
     let extra = std::env::var("STREAM_BENCH_PROPERTIES")
         .unwrap_or_default()
         .replace(';', "\n");
@@ -350,7 +357,7 @@ async fn binder_publish(p: &Params, ex: &str) -> Result<Report> {
         ));
     }
     let app = StreamApp::builder()
-        .environment(environment(props)?)
+        .environment(environment(&props)?)
         .binder(RabbitBinderFactory::new())
         .build()
         .await?;
@@ -446,7 +453,7 @@ async fn consume(p: &Params, ex: &str) -> Result<Report> {
             );
             let m = Arc::clone(&meter);
             let app = StreamApp::builder()
-                .environment(environment(props)?)
+                .environment(environment(&props)?)
                 .binder(RabbitBinderFactory::new())
                 .consumer("sink", move |_body: Bytes| {
                     m.tick();
@@ -540,7 +547,7 @@ async fn e2e(p: &Params, ex: &str) -> Result<Report> {
                  spring.cloud.stream.bindings.uppercase-out-0.producer.required-groups={GROUP}\n"
             );
             let app =
-                uppercase_app(environment(props)?, RabbitBinderFactory::new(), &meter).await?;
+                uppercase_app(environment(&props)?, RabbitBinderFactory::new(), &meter).await?;
             let r = meter.wait(run_limit(p.messages)).await;
             app.shutdown().await?;
             r?

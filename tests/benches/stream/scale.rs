@@ -20,24 +20,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use binder_rabbit::stream_config::Environment;
 use binder_rabbit::{FunctionError, RabbitBinderFactory, StreamApp};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use stream_core::app::BindingCommand;
 use stream_core::binder::BindingState;
 
 use crate::meter::{Meter, Report, run_limit, snapshot};
 use crate::payload;
-use crate::rabbit::{connect, host, port};
+use crate::rabbit::{check, connect, declare_group_queue, environment};
 
 /// `prefetch` of every consumer (channel), as in the other consume scenarios.
 const PREFETCH: u16 = 250;
@@ -59,43 +57,7 @@ fn queue(i: usize) -> String {
 
 /// Declares exchange `bench-scale-<i>` and its group queue, as the binder provisions them.
 async fn declare(ch: &Channel, i: usize) -> Result<()> {
-    let ex = destination(i);
-    let q = queue(i);
-    ch.exchange_declare(
-        ex.as_str().into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_bind(
-        q.as_str().into(),
-        ex.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(())
-}
-
-fn check(c: lapin::Result<Confirmation>) -> Result<()> {
-    match c? {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        other => bail!("publish not confirmed: {other:?}"),
-    }
+    declare_group_queue(ch, &destination(i), &queue(i)).await
 }
 
 /// Declares and purges `destinations` queues, then publishes `messages / destinations`
@@ -166,21 +128,6 @@ async fn cleanup(destinations: usize) -> Result<()> {
     }
     let _ = conn.close(200, "cleaned".into()).await;
     Ok(())
-}
-
-/// The binder's configuration: the broker, `text`, then `STREAM_BENCH_PROPERTIES`.
-fn environment(text: &str) -> Result<Environment> {
-    let extra = std::env::var("STREAM_BENCH_PROPERTIES")
-        .unwrap_or_default()
-        .replace(';', "\n");
-    let text = format!(
-        "spring.rabbitmq.host={}\nspring.rabbitmq.port={}\n{text}\n{extra}\n",
-        host(),
-        port()
-    );
-    Ok(Environment::builder()
-        .properties_str("bench.properties", text)
-        .build()?)
 }
 
 /// Consumer `sink<i>` on destination `bench-scale-<i>` (group `bench`, prefetch 250, AUTO ack).
