@@ -21,6 +21,7 @@ mod rocketmq;
 mod scale;
 
 use std::alloc::System;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use stats_alloc::StatsAlloc;
@@ -107,14 +108,32 @@ fn main() -> Result<()> {
                 messages: number(&args, 3, "messages")?,
                 size: number(&args, 4, "size")?,
             };
+            // A run that hangs (a client future that never resolves) must not wedge the whole
+            // bench: past twice its time limit plus two minutes it fails, and the process
+            // exits without waiting for what is still running.
+            let limit = meter::run_limit(params.messages) * 2 + Duration::from_secs(120);
             let report = runtime.block_on(async {
-                match params.scenario.as_str() {
-                    "memory-e2e" => memory::run(&params).await,
-                    s if s.starts_with("rabbit-") => rabbit::run(&params).await,
-                    s if s.starts_with("rocketmq-") => rocketmq::run(&params).await,
-                    other => bail!("unknown scenario `{other}`\n{USAGE}"),
+                let run = async {
+                    match params.scenario.as_str() {
+                        "memory-e2e" => memory::run(&params).await,
+                        s if s.starts_with("rabbit-") => rabbit::run(&params).await,
+                        s if s.starts_with("rocketmq-") => rocketmq::run(&params).await,
+                        other => bail!("unknown scenario `{other}`\n{USAGE}"),
+                    }
+                };
+                tokio::time::timeout(limit, run).await
+            });
+            let report = match report {
+                Ok(report) => report?,
+                Err(_) => {
+                    eprintln!(
+                        "{} {} did not end within {limit:?}; giving up",
+                        params.scenario,
+                        params.mode.name()
+                    );
+                    std::process::exit(3);
                 }
-            })?;
+            };
             println!("{}", report.json());
             Ok(())
         }

@@ -35,7 +35,7 @@ use stream_core::binder::BindingState;
 
 use crate::meter::{Meter, Report, run_limit, snapshot};
 use crate::payload;
-use crate::rabbit::{check, connect, declare_group_queue, environment};
+use crate::rabbit::{check, close, connect, declare_group_queue, environment};
 
 /// `prefetch` of every consumer (channel), as in the other consume scenarios.
 const PREFETCH: u16 = 250;
@@ -98,7 +98,7 @@ async fn fill(destinations: usize, messages: u64, size: usize) -> Result<()> {
     while let Some(c) = inflight.next().await {
         check(c)?;
     }
-    let _ = conn.close(200, "filled".into()).await;
+    close(&conn, "filled").await;
     Ok(())
 }
 
@@ -126,7 +126,7 @@ async fn cleanup(destinations: usize) -> Result<()> {
             ch = conn.create_channel().await?;
         }
     }
-    let _ = conn.close(200, "cleaned".into()).await;
+    close(&conn, "cleaned").await;
     Ok(())
 }
 
@@ -214,7 +214,7 @@ async fn concurrency(raw: bool, concurrency: usize, messages: u64) -> Result<(u6
         }
         let r = meter.wait(run_limit(messages)).await;
         tasks.iter().for_each(tokio::task::JoinHandle::abort);
-        let _ = conn.close(200, "done".into()).await;
+        close(&conn, "done").await;
         r?
     } else {
         let app = binder_app(1, concurrency, true, &meter).await?;
@@ -266,7 +266,7 @@ async fn bindings(raw: bool, bindings: usize, total: u64) -> Result<(u64, Report
             .collect();
         let r = meter.wait(run_limit(total)).await;
         tasks.iter().for_each(tokio::task::JoinHandle::abort);
-        let _ = conn.close(200, "done".into()).await;
+        close(&conn, "done").await;
         r?
     } else {
         let app = binder_app(bindings, 1, false, &meter).await?;
@@ -324,7 +324,7 @@ async fn bind(raw: bool, n: usize) -> Result<String> {
             consumers.push((ch, c));
         }
         let (s1, t1) = (snapshot(), Instant::now());
-        let _ = conn.close(200, "done".into()).await;
+        close(&conn, "done").await;
         (t1.duration_since(t0).as_secs_f64(), s1, t1)
     } else {
         let app = binder_app(n, 1, true, &meter).await?;
