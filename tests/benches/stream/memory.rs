@@ -54,13 +54,5 @@ pub(crate) async fn run(p: &Params) -> Result<Report> {
     let r = meter.wait(run_limit(p.messages)).await;
     app.shutdown().await?;
     let (start, end) = r?;
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages - 1,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages - 1, start, end))
 }

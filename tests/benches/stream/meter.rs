@@ -83,6 +83,19 @@ pub(crate) struct Report {
 }
 
 impl Report {
+    /// The report of run `p`: `measured` messages between `start` and `end`.
+    pub(crate) fn of(p: &crate::Params, measured: u64, start: Snapshot, end: Snapshot) -> Self {
+        Self::between(
+            &p.scenario,
+            p.mode.name(),
+            p.messages,
+            p.size,
+            measured,
+            start,
+            end,
+        )
+    }
+
     pub(crate) fn between(
         scenario: &str,
         mode: &str,

@@ -122,15 +122,7 @@ pub(crate) async fn publish(p: &Params, ex: &str) -> Result<Report> {
     drop(inflight);
     drop(publisher);
     running.shutdown().await?;
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// `rabbit-consume` (handler `sink`) or `rabbit-e2e` (handler `uppercase`, replies published
@@ -156,13 +148,5 @@ pub(crate) async fn consume(p: &Params) -> Result<Report> {
     let r = meter.wait(run_limit(p.messages)).await;
     running.shutdown().await?;
     let (start, end) = r?;
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages - 1,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages - 1, start, end))
 }

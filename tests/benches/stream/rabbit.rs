@@ -274,15 +274,7 @@ async fn raw_publish(p: &Params, ex: &str) -> Result<Report> {
     }
     let end = snapshot();
     close(&conn, "done").await;
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// Raw lapin publishing Spring's `lengthHeader4` batches of `BATCH` bodies (what the binder's
@@ -334,15 +326,7 @@ async fn raw_batch_publish(p: &Params, ex: &str) -> Result<Report> {
     }
     let end = snapshot();
     close(&conn, "done").await;
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// The framework path: `StreamBridge::send` to output binding `out` (conversion, partition
@@ -387,15 +371,7 @@ async fn binder_publish(p: &Params, ex: &str) -> Result<Report> {
     drop(inflight);
     drop(bridge);
     app.shutdown().await?;
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// Samples RSS every 100 ms until stopped: (first, peak, last) in KiB.
@@ -474,15 +450,7 @@ async fn consume(p: &Params, ex: &str) -> Result<Report> {
         }
     };
     stop.store(true, std::sync::atomic::Ordering::Release);
-    let mut report = Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages - 1,
-        start,
-        end,
-    );
+    let mut report = Report::of(p, p.messages - 1, start, end);
     if let Some(s) = sampler {
         let (first, peak, last) = s
             .join()
@@ -560,13 +528,5 @@ async fn e2e(p: &Params, ex: &str) -> Result<Report> {
             r?
         }
     };
-    Ok(Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        p.messages - 1,
-        start,
-        end,
-    ))
+    Ok(Report::of(p, p.messages - 1, start, end))
 }

@@ -354,23 +354,6 @@ pub(crate) async fn run(p: &Params) -> Result<Report> {
     }
 }
 
-fn report(
-    p: &Params,
-    measured: u64,
-    start: crate::meter::Snapshot,
-    end: crate::meter::Snapshot,
-) -> Report {
-    Report::between(
-        &p.scenario,
-        p.mode.name(),
-        p.messages,
-        p.size,
-        measured,
-        start,
-        end,
-    )
-}
-
 /// Raw: `send` awaiting each result, `SYNC_WINDOW` sends in flight.
 async fn raw_sync(p: &Params, n: &Names) -> Result<Report> {
     let domain = Domain::producers("bench-producer")?;
@@ -395,7 +378,7 @@ async fn raw_sync(p: &Params, n: &Names) -> Result<Report> {
     drop(inflight);
     producer.shutdown().await;
     domain.shutdown().await;
-    Ok(report(p, p.messages, start, end))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// Counts completed asynchronous sends and their failures.
@@ -452,7 +435,7 @@ async fn raw_async(p: &Params, n: &Names) -> Result<Report> {
     let end = completions.wait(p.messages).await?;
     producer.shutdown().await;
     domain.shutdown().await;
-    Ok(report(p, p.messages, start, end))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// The framework: `StreamBridge::send("out", Bytes)` with `send-type` Sync (`SYNC_WINDOW` sends
@@ -507,7 +490,7 @@ async fn binder_publish(p: &Params, n: &Names) -> Result<Report> {
     };
     drop(bridge);
     app.shutdown().await?;
-    Ok(report(p, p.messages, start, end))
+    Ok(Report::of(p, p.messages, start, end))
 }
 
 /// A started push consumer built like the binder's (concurrent, clustering, `THREADS`
@@ -587,7 +570,7 @@ async fn consume(p: &Params, n: &Names) -> Result<Report> {
             r?
         }
     };
-    Ok(report(p, p.messages - 1, start, end))
+    Ok(Report::of(p, p.messages - 1, start, end))
 }
 
 /// `uppercase` in -> out over the pre-filled topic: a raw push consumer whose listener
@@ -659,5 +642,5 @@ async fn e2e(p: &Params, n: &Names) -> Result<Report> {
             r?
         }
     };
-    Ok(report(p, p.messages - 1, start, end))
+    Ok(Report::of(p, p.messages - 1, start, end))
 }

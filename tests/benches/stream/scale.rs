@@ -173,7 +173,11 @@ async fn binder_app(
 
 /// Opens a channel with prefetch 250 and subscribes it to queue `i`.
 async fn raw_subscribe(conn: &Connection, i: usize) -> Result<(Channel, lapin::Consumer)> {
-    let ch = conn.create_channel().await?;
+    subscribe(conn.create_channel().await?, i).await
+}
+
+/// Sets prefetch 250 on `ch` and subscribes it to queue `i`.
+async fn subscribe(ch: Channel, i: usize) -> Result<(Channel, lapin::Consumer)> {
     ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let consumer = ch
         .basic_consume(
@@ -312,16 +316,7 @@ async fn bind(raw: bool, n: usize) -> Result<String> {
         for i in 0..n {
             let ch = conn.create_channel().await?;
             declare(&ch, i).await?;
-            ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
-            let c = ch
-                .basic_consume(
-                    queue(i).as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            consumers.push((ch, c));
+            consumers.push(subscribe(ch, i).await?);
         }
         let (s1, t1) = (snapshot(), Instant::now());
         close(&conn, "done").await;
