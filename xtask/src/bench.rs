@@ -1,5 +1,6 @@
-//! `cargo xtask bench [rabbit|memory|rocketmq|backlog|callgrind|all] [--messages N]
-//! [--size BYTES] [--rounds R] [--backlog N] [--metrics] [--callgrind]`: the framework against
+//! `cargo xtask bench [rabbit|memory|rocketmq|backlog|callgrind|all] [--scenario NAME]...
+//! [--messages N] [--size BYTES] [--rounds R] [--backlog N] [--metrics] [--callgrind]`: the
+//! framework against
 //! the raw client on the same broker, and against a peer framework (RustStream) on RabbitMQ.
 //!
 //! Builds the `stream` bench binary of `stream-tests` once (release), then runs every
@@ -23,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use crate::{broker, cargo, describe, rocketmq, root};
 
 const USAGE: &str = "cargo xtask bench [rabbit|memory|rocketmq|backlog|callgrind|all] \
-                     [--messages N] [--size BYTES] [--rounds R] [--backlog N] [--metrics] \
+                     [--scenario NAME]... [--messages N] [--size BYTES] [--rounds R] [--backlog N] [--metrics] \
                      [--callgrind]";
 
 /// What `--metrics` adds to the binder's properties: the admin endpoint with the Prometheus
@@ -53,6 +54,8 @@ struct Settings {
     metrics: bool,
     /// Count instructions under callgrind instead of measuring time.
     callgrind: bool,
+    /// Only these scenarios of the target (`--scenario`, repeatable); all when empty.
+    only: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Settings> {
@@ -64,6 +67,7 @@ fn parse(args: &[String]) -> Result<Settings> {
         backlog: None,
         metrics: false,
         callgrind: false,
+        only: Vec::new(),
     };
     let (mut messages, mut size) = (None, None);
     let mut it = args.iter();
@@ -82,6 +86,11 @@ fn parse(args: &[String]) -> Result<Settings> {
             "--backlog" => s.backlog = Some(value("--backlog")?.max(2)),
             "--metrics" => s.metrics = true,
             "--callgrind" => s.callgrind = true,
+            "--scenario" => s.only.push(
+                it.next()
+                    .with_context(|| format!("--scenario needs a name\n{USAGE}"))?
+                    .clone(),
+            ),
             "callgrind" => {
                 s.callgrind = true;
                 "rabbit".clone_into(&mut s.target);
@@ -100,6 +109,14 @@ fn parse(args: &[String]) -> Result<Settings> {
     }
     if let Some(z) = size {
         s.sizes = vec![z];
+    }
+    let known: Vec<&str> = scenarios(&s.target).iter().map(|c| c.name).collect();
+    if let Some(unknown) = s.only.iter().find(|n| !known.contains(&n.as_str())) {
+        bail!(
+            "--scenario `{unknown}` is not a scenario of target `{}`; it has: {}\n{USAGE}",
+            s.target,
+            known.join(", ")
+        );
     }
     if s.target == "backlog" && s.backlog.is_none() {
         s.backlog = Some(1_000_000);
@@ -372,7 +389,10 @@ pub(crate) fn load() -> String {
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let settings = parse(args)?;
-    let list = scenarios(&settings.target);
+    let mut list = scenarios(&settings.target);
+    if !settings.only.is_empty() {
+        list.retain(|s| settings.only.iter().any(|n| n == s.name));
+    }
     let needs_rabbit =
         settings.backlog.is_some() || list.iter().any(|s| s.name.starts_with("rabbit"));
     let mut env = Vec::new();
