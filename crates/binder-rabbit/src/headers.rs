@@ -266,7 +266,7 @@ pub(crate) fn inbound_headers(
     if let Some(table) = props.headers() {
         for (k, v) in table.inner() {
             if patterns.matches(k.as_str()) {
-                h.insert(k.as_str().to_owned(), from_amqp(v));
+                h.insert(names::header_name(k.as_str()), from_amqp(v));
             }
         }
     }

@@ -18,6 +18,7 @@ use rocketmq_model::common::message::MessageTrait;
 use rocketmq_model::common::message::STRING_HASH_SET;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message as MqMessage;
+use stream_core::message::names;
 use stream_core::{HeaderValue, Headers, Message};
 
 /// Outbound: the message tags (Java `RocketMQHeaders.TAGS`).
@@ -194,20 +195,25 @@ pub fn to_rocketmq(topic: &str, message: &Message<Bytes>) -> Outbound {
     }
 }
 
+/// `host:port` in one allocation (`to_string` grows its buffer as the parts are written).
+fn socket_text(addr: std::net::SocketAddr) -> String {
+    use std::fmt::Write as _;
+    // "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535" is the longest.
+    let mut text = String::with_capacity(if addr.is_ipv4() { 21 } else { 58 });
+    let _ = write!(text, "{addr}");
+    text
+}
+
 /// Maps a consumed RocketMQ message to a stream message.
 pub fn from_rocketmq(ext: &MessageExt) -> Message<Bytes> {
     let props: &HashMap<CheetahString, CheetahString> = ext.properties();
     let mut headers = Headers::new();
     for (k, v) in props {
         if !is_reserved(k.as_str()) && !v.as_str().is_empty() {
-            headers.insert(k.as_str().to_owned(), v.as_str());
+            headers.insert(names::header_name(k.as_str()), v.as_str());
         }
     }
-    let prop = |name: &str| {
-        props
-            .get(&CheetahString::from_slice(name))
-            .map(|v| v.as_str().to_owned())
-    };
+    let prop = |name: &str| props.get(name).map(|v| v.as_str().to_owned());
     if let Some(keys) = prop(rocketmq_model::common::message::MessageConst::PROPERTY_KEYS) {
         headers.insert(ROCKET_KEYS, keys);
     }
@@ -220,7 +226,7 @@ pub fn from_rocketmq(ext: &MessageExt) -> Message<Bytes> {
     headers.insert(ROCKET_MQ_TOPIC, ext.topic().as_str());
     headers.insert(ROCKET_MQ_MESSAGE_ID, id);
     headers.insert(ROCKET_MQ_BORN_TIMESTAMP, ext.born_timestamp());
-    headers.insert(ROCKET_MQ_BORN_HOST, ext.born_host().to_string());
+    headers.insert(ROCKET_MQ_BORN_HOST, socket_text(ext.born_host()));
     headers.insert(ROCKET_MQ_FLAG, ext.flag());
     headers.insert(ROCKET_MQ_QUEUE_ID, ext.queue_id());
     headers.insert(ROCKET_MQ_SYS_FLAG, ext.sys_flag());
@@ -400,5 +406,22 @@ mod tests {
             "reserved properties stay out of the headers"
         );
         assert!(!h.contains("WAIT"));
+    }
+
+    #[test]
+    fn inbound_born_host_is_host_and_port_for_both_families() {
+        for (addr, text) in [
+            ("10.1.2.3:10911", "10.1.2.3:10911"),
+            ("[fe80::1]:9876", "[fe80::1]:9876"),
+            (
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            ),
+        ] {
+            let mut ext = MessageExt::default();
+            ext.set_born_host(addr.parse().expect("a socket address"));
+            let m = from_rocketmq(&ext);
+            assert_eq!(m.headers().get_str(ROCKET_MQ_BORN_HOST), Some(text));
+        }
     }
 }

@@ -12,11 +12,11 @@ use rocketmq_client_rust::{
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
-use stream_core::binder::{Consumer, Delivery, Settlement, Sink};
+use stream_core::binder::{Body, Consumer, Delivery, Settlement, Sink};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::delivery::{Answer, RocketMqRaw};
+use crate::delivery::{Finish, RocketMqRaw};
 use crate::headers;
 
 /// The running push consumer of a binding (`None` when stopped), shared with its listener
@@ -108,14 +108,20 @@ impl<C: Consumer<Raw = RocketMqRaw>> Listener<C> {
             queue_offset = ext.queue_offset(),
             reconsume_times = ext.reconsume_times(),
         );
-        // The listener only borrows the message: one copy, shared from here on.
-        let ext = Arc::new(ext.clone());
-        let message = headers::from_rocketmq(&ext);
-        let (raw, done, waiter) = RocketMqRaw::pushed(ext);
+        // The listener only borrows the message: one copy, shared (in the delivery's `Arc`)
+        // from here on.
+        let message = headers::from_rocketmq(ext);
+        let raw = RocketMqRaw::pushed(ext.clone());
+        let finish = Finish(Arc::clone(&raw));
         let sink = self.sink.clone();
         let work = async move {
-            sink.dispatch(Delivery::new(raw, message)).await;
-            let _ = done.try_send(Answer::Finished);
+            // Dropped when the work ends or is dropped: the wait below ends then at the latest.
+            let finish = finish;
+            sink.dispatch(Delivery {
+                raw: Arc::clone(&finish.0),
+                body: Body::One(message),
+            })
+            .await;
         }
         .instrument(span.clone());
         let limit = self.settings.settle_timeout;
@@ -135,7 +141,7 @@ impl<C: Consumer<Raw = RocketMqRaw>> Listener<C> {
         let _entered = span.enter();
         // Processed inline, the answer is already there unless the settlement was deferred
         // (a stream function holding the message): then wait for what is left of the limit.
-        let settlement = waiter.settlement(limit.saturating_sub(started.elapsed()));
+        let settlement = raw.settlement(limit.saturating_sub(started.elapsed()));
         if settlement.is_none() {
             tracing::warn!(
                 "the delivery was not settled (the application runtime dropped it or it took \

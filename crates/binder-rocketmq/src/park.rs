@@ -31,7 +31,11 @@ impl Wake for Unpark {
 /// What the future waits for must be driven elsewhere (the application runtime's workers, for
 /// the listener): nothing here drives I/O or timers.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    // One waker per thread, made on its first wait: a listener thread waits once per message.
+    thread_local! {
+        static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
+    }
+    let waker = WAKER.with(Waker::clone);
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
     loop {
@@ -77,6 +81,24 @@ mod tests {
             std::future::pending::<()>(),
         ));
         assert!(out.is_err(), "the timeout elapsed");
+    }
+
+    /// The thread's one waker serves every wait: the second wait parks and is woken too.
+    #[test]
+    fn waits_one_after_another_on_the_same_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for n in 0..3 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            rt.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let _ = tx.send(n);
+            });
+            assert_eq!(block_on(rx).ok(), Some(n));
+        }
     }
 
     /// What the OpenTelemetry SDK's simple span processor does when a span of a delivery ends.

@@ -1,5 +1,9 @@
 //! Header names with a meaning to the framework, spelled as Spring spells them on the wire.
 
+use std::borrow::Cow;
+
+use super::HeaderName;
+
 /// Content type of the payload (`contentType`).
 pub const CONTENT_TYPE: &str = "contentType";
 /// Partition chosen by the producer (`scst_partition`).
@@ -32,4 +36,40 @@ pub const INTERNAL: &[&str] = &[PARTITION, SOURCE_DATA, DELIVERY_ATTEMPT, SENDTO
 /// Whether a header is internal to the framework (see [`INTERNAL`]).
 pub fn is_internal(name: &str) -> bool {
     INTERNAL.contains(&name)
+}
+
+/// The names [`header_name`] hands out without allocating: the framework's own, which a Spring
+/// service (or this framework) puts on most messages.
+const WELL_KNOWN: &[&str] = &[
+    CONTENT_TYPE,
+    ID,
+    TIMESTAMP,
+    TRACEPARENT,
+    TRACESTATE,
+    PARTITION,
+    PARTITION_OVERRIDE,
+    DELIVERY_ATTEMPT,
+    SENDTO_DESTINATION,
+    SOURCE_DATA,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+];
+
+/// The header name for a name read off the wire: a framework name borrows its constant (no
+/// allocation per message), any other is copied.
+///
+/// For binders mapping broker headers or properties to [`Headers`](super::Headers).
+///
+/// ```
+/// use std::borrow::Cow;
+/// use stream_core::message::names::{self, header_name};
+/// let wire = String::from("contentType");
+/// assert!(matches!(header_name(&wire), Cow::Borrowed(n) if n == names::CONTENT_TYPE));
+/// assert!(matches!(header_name("x-custom"), Cow::Owned(n) if n == "x-custom"));
+/// ```
+pub fn header_name(name: &str) -> HeaderName {
+    match WELL_KNOWN.iter().find(|known| **known == name) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(name.to_owned()),
+    }
 }
