@@ -5,7 +5,7 @@
 //! listener: handing a settlement back costs no allocation and no channel per message.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rocketmq_model::common::message::message_ext::MessageExt;
 use stream_core::binder::Settlement;
@@ -104,36 +104,13 @@ impl RocketMqRaw {
     /// or took longer than `limit`. Afterwards nobody waits: a later answer is refused.
     pub(crate) fn settlement(&self, limit: Duration) -> Option<Settlement> {
         let reply = self.reply.as_ref()?;
-        let deadline = Instant::now().checked_add(limit);
-        let mut state = reply.lock();
-        let answer = loop {
-            match std::mem::replace(&mut *state, Slot::Gone) {
-                Slot::Answered(answer) => break Some(answer),
-                Slot::Gone => break None,
-                Slot::Waiting => {
-                    *state = Slot::Waiting;
-                    // No deadline (a limit past the clock's range): wait for the answer.
-                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                    if left.is_some_and(|l| l.is_zero()) {
-                        *state = Slot::Gone;
-                        break None;
-                    }
-                    state = match left {
-                        Some(l) => {
-                            reply
-                                .ready
-                                .wait_timeout(state, l)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0
-                        }
-                        None => reply.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
-                    };
-                }
-            }
-        };
-        match answer {
-            Some(Answer::Settled(s)) => Some(s),
-            Some(Answer::Finished) | None => None,
+        let (mut state, _) = reply
+            .ready
+            .wait_timeout_while(reply.lock(), limit, |s| matches!(s, Slot::Waiting))
+            .unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *state, Slot::Gone) {
+            Slot::Answered(Answer::Settled(s)) => Some(s),
+            Slot::Answered(Answer::Finished) | Slot::Waiting | Slot::Gone => None,
         }
     }
 }
